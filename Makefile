@@ -1,0 +1,36 @@
+# medialog — two commands: `make run` (embedded stack, all roles) and `make test` (the suite).
+# Both install what is missing first: a .venv (rebuilt when pyproject.toml changes) and, when
+# running as root on Debian, ffmpeg and PostgreSQL from the distribution's packages.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: run test bench setup system-deps schemas lint clean
+
+run: setup
+	$(BIN)/medialog dev
+
+test: setup
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+schemas: setup
+	$(BIN)/medialog schemas --write
+
+bench: setup
+	$(BIN)/python bench/signing.py
+
+clean:
+	rm -rf $(VENV) .medialog

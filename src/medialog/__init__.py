@@ -1,0 +1,1 @@
+"""medialog: an event-sourced, actor-based media backend."""

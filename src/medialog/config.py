@@ -1,0 +1,106 @@
+"""The one settings object, built from the environment (``MEDIALOG_*``).
+
+Nothing else in medialog reads ``os.environ``. Every field is documented in README.md
+(section "Configuration") with its default; ``tests/unit/test_config_docs.py`` keeps the two
+in step, and ``tests/unit/test_compose.py`` checks docker-compose.yml uses only these names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["api", "actors", "workers", "projections"]
+ALL_ROLES: tuple[Role, ...] = ("api", "actors", "workers", "projections")
+
+
+class Settings(BaseSettings):
+    """Frozen configuration. ``Settings.from_env()`` is the only constructor used by code."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIALOG_", frozen=True, extra="ignore")
+
+    # -- process -----------------------------------------------------------------------------
+    data_dir: Path = Path(".medialog")
+    log_level: str = "INFO"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    public_url: str = ""  # base URL clients use to reach the api; default http://api_host:api_port
+
+    # -- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 3_000
+    kafka_rebalance_timeout_ms: int = 10_000
+    kafka_request_timeout_ms: int = 30_000
+    consumer_group: str = "medialog"
+
+    # -- PostgreSQL / ClickHouse ----------------------------------------------------------------
+    postgres_dsn: SecretStr = SecretStr("postgresql://medialog@127.0.0.1:5432/medialog")
+    postgres_pool_max: int = Field(default=10, ge=1)
+    clickhouse_url: SecretStr = SecretStr("chdb://.medialog/chdb")
+
+    # -- S3 ----------------------------------------------------------------------------------
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_public_endpoint: str = ""  # endpoint written into presigned URLs; default s3_endpoint
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    bucket_staging: str = "staging"
+    bucket_masters: str = "masters"
+    bucket_previews: str = "previews"
+
+    # -- uploads -----------------------------------------------------------------------------
+    upload_max_bytes: int = Field(default=5 * 1024**3, ge=1)
+    upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+
+    # -- authentication (JWT) ------------------------------------------------------------------
+    jwt_issuer: str = "medialog"
+    jwt_audience: str = "medialog-api"
+    jwt_algorithms: str = "RS256"  # comma-separated allow-list, subset of RS256,HS256
+    jwt_hs256_secret: SecretStr = SecretStr("")
+    jwt_jwks_url: str = ""
+    jwt_jwks_cache_s: int = 300
+    jwt_leeway_s: int = 30
+    jwt_private_key_file: Path | None = None  # set: medialog is its own issuer (serves JWKS)
+
+    # -- signed streaming URLs ---------------------------------------------------------------
+    signing_keys: SecretStr = SecretStr("")  # "kid:secret[,kid:secret…]"; the first signs
+
+    # -- ffmpeg ------------------------------------------------------------------------------
+    ffmpeg_bin: str = "ffmpeg"
+    ffprobe_bin: str = "ffprobe"
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: str) -> str:
+        algs = {a.strip() for a in value.split(",") if a.strip()}
+        unknown = algs - {"RS256", "HS256"}
+        if not algs or unknown:
+            raise ValueError(f"jwt_algorithms must be a subset of RS256,HS256, got {value!r}")
+        return ",".join(sorted(algs))
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Read ``MEDIALOG_*`` variables; ``overrides`` win (used by ``medialog dev``)."""
+        return cls(**overrides)  # type: ignore[arg-type]
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def allowed_algorithms(self) -> frozenset[str]:
+        return frozenset(self.jwt_algorithms.split(","))
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def presign_endpoint(self) -> str:
+        return self.s3_public_endpoint or self.s3_endpoint
