@@ -1,8 +1,216 @@
-"""The ``medialog`` command line (filled in below)."""
+"""The ``medialog`` program: ``dev`` (embedded stack + all roles), ``run`` (production roles),
+``migrate``, ``topics``, ``token``, ``schemas``."""
 
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import asyncpg
 import click
+from aiohttp import web
+
+from medialog.config import ALL_ROLES, Role, Settings
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except ValueError as exc:
+        raise click.ClickException(f"configuration: {exc}") from exc
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _roles(value: str) -> frozenset[Role]:
+    names = {r.strip() for r in value.split(",") if r.strip()}
+    if names == {"all"}:
+        return frozenset(ALL_ROLES)
+    unknown = names - set(ALL_ROLES)
+    if unknown or not names:
+        raise click.BadParameter(f"roles are any of {','.join(ALL_ROLES)} or 'all'")
+    return frozenset(names)  # type: ignore[arg-type]
+
+
+async def migrate_all(settings: Settings, *, clickhouse: bool = True) -> list[str]:
+    from medialog.clickhouse import Analytics
+    from medialog.migrate import migrate_clickhouse, migrate_postgres
+
+    conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+    try:
+        applied = await migrate_postgres(conn)
+    finally:
+        await conn.close()
+    if clickhouse:
+        analytics = Analytics(settings.clickhouse_dsn)
+        await analytics.open()
+        try:
+            applied += await migrate_clickhouse(analytics)
+        finally:
+            await analytics.close()
+    return applied
+
+
+async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object = None) -> None:
+    """Run the app until SIGINT/SIGTERM, then drain and stop every client."""
+    from medialog.api.app import create_app
+
+    runner = web.AppRunner(create_app(settings, roles), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.api_host, settings.api_port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if callable(on_ready):
+        on_ready()
+    try:
+        await stop.wait()
+    finally:
+        logging.getLogger(__name__).info("stopping")
+        await runner.cleanup()
 
 
 @click.group()
 def main() -> None:
-    """medialog: event-sourced media backend."""
+    """medialog: an event-sourced media backend."""
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="where the embedded services keep their data (MEDIALOG_DATA_DIR)")
+@click.option("--port", type=int, default=None, help="api port (MEDIALOG_API_PORT)")
+def dev(data_dir: Path | None, port: int | None) -> None:
+    """Start the embedded stack (SeaweedFS, tansu, PostgreSQL, chDB) and every role."""
+    base = _settings(**({"data_dir": data_dir} if data_dir else {}))
+    _logging(base)
+    asyncio.run(_dev(base, port))
+
+
+async def _dev(base: Settings, port: int | None) -> None:
+    from medialog.embedded.stack import EmbeddedStack
+    from medialog.issuer import ensure_private_key, load_private_key, mint_token
+    from medialog.kafka import ensure_topics
+
+    data_dir = base.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stack = EmbeddedStack(data_dir)
+    await stack.start()
+    try:
+        overrides = {**base.model_dump(), **stack.settings_overrides()}
+        if port is not None:
+            overrides["api_port"] = port
+        settings = Settings.from_env(**overrides)
+        assert settings.jwt_private_key_file is not None
+        ensure_private_key(settings.jwt_private_key_file)
+        await ensure_topics(settings)
+        await migrate_all(settings)
+        token = mint_token(
+            load_private_key(settings.jwt_private_key_file), user="dev", roles=["admin", "creator"],
+            issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_s=24 * 3600,
+        )
+
+        def announce() -> None:
+            click.echo(f"\nmedialog is up: {settings.base_url}")
+            click.echo(f"  data directory: {data_dir}")
+            click.echo(f"  S3 endpoint:    {settings.s3_endpoint}")
+            click.echo(f"  dev token (user 'dev', roles admin+creator, 24 h):\n{token}\n")
+            click.echo("  more tokens: medialog token --user U --role creator   (Ctrl-C stops)")
+
+        await serve(settings, frozenset(ALL_ROLES), on_ready=announce)
+    finally:
+        await stack.stop()
+
+
+@main.command()
+@click.option("--roles", default="all", show_default=True,
+              help="comma-separated: api,actors,workers,projections (or all)")
+def run(roles: str) -> None:
+    """Run roles against the services configured by MEDIALOG_* variables."""
+    settings = _settings()
+    _logging(settings)
+    selected = _roles(roles)
+    if settings.clickhouse_dsn.startswith("chdb:") and selected != frozenset(ALL_ROLES):
+        click.echo("note: chDB allows one process per path; split roles need a ClickHouse server",
+                   err=True)
+    asyncio.run(serve(settings, selected))
+
+
+@main.command()
+@click.option("--postgres-only", is_flag=True, help="skip ClickHouse")
+def migrate(postgres_only: bool) -> None:
+    """Apply PostgreSQL and ClickHouse migrations (idempotent)."""
+    settings = _settings()
+    applied = asyncio.run(migrate_all(settings, clickhouse=not postgres_only))
+    click.echo("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="only verify; exit 1 if a topic is missing")
+def topics(check: bool) -> None:
+    """Create (or verify) the Kafka topics of DESIGN.md."""
+    from medialog.kafka import ensure_topics, missing_topics
+
+    settings = _settings()
+    if check:
+        missing = asyncio.run(missing_topics(settings))
+        if missing:
+            raise click.ClickException("missing topics: " + ", ".join(missing))
+        click.echo("all topics present")
+        return
+    created = asyncio.run(ensure_topics(settings))
+    click.echo("created: " + (", ".join(created) if created else "nothing (all present)"))
+
+
+@main.command()
+@click.option("--user", required=True, help="the token's subject (user id)")
+@click.option("--role", "roles", multiple=True, required=True,
+              type=click.Choice(["viewer", "creator", "admin"]))
+@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(60, 30 * 86400),
+              help="lifetime in seconds")
+def token(user: str, roles: tuple[str, ...], ttl: int) -> None:
+    """Print a token signed by this medialog's own key (the embedded issuer)."""
+    from medialog.issuer import load_private_key, mint_token
+
+    settings = _settings()
+    key_file = settings.jwt_private_key_file or settings.data_dir / "keys" / "jwt-private.pem"
+    if not key_file.exists():
+        raise click.ClickException(f"no signing key at {key_file}: start `medialog dev` first "
+                                   "or set MEDIALOG_JWT_PRIVATE_KEY_FILE")
+    click.echo(mint_token(load_private_key(key_file), user=user, roles=list(roles),
+                          issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_s=ttl))
+
+
+@main.command()
+@click.option("--write", is_flag=True, help="rewrite schemas/events from the models")
+def schemas(write: bool) -> None:
+    """Check (or write) the generated event JSON Schemas in schemas/events."""
+    from medialog.envelope import event_json_schemas
+    from medialog.resources import schemas_dir
+
+    root = schemas_dir()
+    stale = []
+    for rel, schema in event_json_schemas().items():
+        text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        path = root / rel
+        if not path.exists() or path.read_text() != text:
+            stale.append(rel)
+            if write:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    if stale and not write:
+        click.echo("out of date: " + ", ".join(stale) + " (run: medialog schemas --write)")
+        sys.exit(1)
+    click.echo(("written: " + ", ".join(stale)) if stale else "schemas up to date")

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     # -- PostgreSQL / ClickHouse ----------------------------------------------------------------
     postgres_dsn: SecretStr = SecretStr("postgresql://medialog@127.0.0.1:5432/medialog")
     postgres_pool_max: int = Field(default=10, ge=1)
-    clickhouse_url: SecretStr = SecretStr("chdb://.medialog/chdb")
+    clickhouse_url: SecretStr = SecretStr("")  # http(s)://… or chdb:///path; default chDB in data_dir
 
     # -- S3 ----------------------------------------------------------------------------------
     s3_endpoint: str = "http://127.0.0.1:8333"
@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     @property
     def allowed_algorithms(self) -> frozenset[str]:
         return frozenset(self.jwt_algorithms.split(","))
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url.get_secret_value() or f"chdb://{self.data_dir.resolve()}/chdb"
 
     @property
     def base_url(self) -> str:

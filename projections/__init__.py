@@ -1,0 +1,1 @@
+"""Projections: fold the log into PostgreSQL (what the api reads) and ClickHouse (analytics)."""

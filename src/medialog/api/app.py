@@ -1,0 +1,105 @@
+"""The one application factory. ``create_app(settings, roles)`` wires the clients each role
+needs, each opened in its own cleanup context (no I/O at import or construction time). The
+api role serves the REST routes; the other roles run as Faust agents hosted in the same
+process, which also answers ``/health`` and ``/health/ready``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from medialog.api import keys
+from medialog.api.auth import TokenVerifier
+from medialog.api.errors import error_middleware
+from medialog.api.notifier import Notifier
+from medialog.api.routes import setup_routes
+from medialog.clickhouse import Analytics
+from medialog.config import Role, Settings
+from medialog.issuer import load_private_key, public_jwks
+from medialog.kafka import new_producer
+from medialog.storage import BlobStore
+
+log = logging.getLogger(__name__)
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    s = app[keys.SETTINGS]
+    app[keys.PG] = await asyncpg.create_pool(
+        s.postgres_dsn.get_secret_value(), min_size=1, max_size=s.postgres_pool_max
+    )
+    yield
+    await app[keys.PG].close()
+
+
+async def _clickhouse(app: web.Application) -> AsyncIterator[None]:
+    analytics = Analytics(app[keys.SETTINGS].clickhouse_dsn)
+    await analytics.open()
+    app[keys.ANALYTICS] = analytics
+    yield
+    await analytics.close()
+
+
+async def _blobs(app: web.Application) -> AsyncIterator[None]:
+    app[keys.BLOBS] = BlobStore(app[keys.SETTINGS])
+    yield
+
+
+async def _producer(app: web.Application) -> AsyncIterator[None]:
+    producer = new_producer(app[keys.SETTINGS])
+    await producer.start()
+    app[keys.PRODUCER] = producer
+    yield
+    await producer.stop()
+
+
+async def _auth(app: web.Application) -> AsyncIterator[None]:
+    s = app[keys.SETTINGS]
+    local = None
+    if s.jwt_private_key_file is not None:
+        local = public_jwks(load_private_key(s.jwt_private_key_file))
+        app[keys.LOCAL_JWKS] = local
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        app[keys.HTTP] = http
+        app[keys.VERIFIER] = TokenVerifier.from_settings(s, http=http, local_jwks=local)
+        notifier = Notifier()
+        await notifier.start(s.postgres_dsn.get_secret_value())
+        app[keys.NOTIFIER] = notifier
+        yield
+        await notifier.stop()
+
+
+async def _streams(app: web.Application) -> AsyncIterator[None]:
+    from streams.app import StreamDeps, create_faust_app
+
+    deps = StreamDeps(
+        settings=app[keys.SETTINGS],
+        pool=app[keys.PG],
+        blobs=app[keys.BLOBS],
+        analytics=app.get(keys.ANALYTICS),
+    )
+    faust_app = create_faust_app(deps, set(app[keys.ROLES]))
+    app[keys.FAUST] = faust_app
+    await faust_app.start()
+    yield
+    await faust_app.stop()
+
+
+def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    app[keys.SETTINGS] = settings
+    app[keys.ROLES] = roles
+    app.cleanup_ctx.append(_postgres)
+    if roles & {"api", "projections"}:
+        app.cleanup_ctx.append(_clickhouse)
+    app.cleanup_ctx.append(_blobs)
+    app.cleanup_ctx.append(_producer)
+    if "api" in roles:
+        app.cleanup_ctx.append(_auth)
+    if roles - {"api"}:
+        app.cleanup_ctx.append(_streams)
+    setup_routes(app, api="api" in roles, jwks=settings.jwt_private_key_file is not None)
+    return app

@@ -1,0 +1,77 @@
+"""``GET /health`` (alive) and ``GET /health/ready`` (every dependency, with latency; 503 if any
+is down). Checks run concurrently, each bounded by a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from medialog.api import keys
+
+CHECK_TIMEOUT_S = 3.0
+
+
+async def alive(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _ffmpeg(app: web.Application) -> None:
+    settings = app[keys.SETTINGS]
+    for binary in (settings.ffmpeg_bin, settings.ffprobe_bin):
+        proc = await asyncio.create_subprocess_exec(
+            binary, "-version", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        if await proc.wait() != 0:
+            raise RuntimeError(f"{binary} -version failed")
+
+
+async def _postgres(app: web.Application) -> None:
+    async with app[keys.PG].acquire() as conn:
+        await conn.fetchval("SELECT 1")
+
+
+async def _kafka(app: web.Application) -> None:
+    await app[keys.PRODUCER].client.fetch_all_metadata()
+
+
+async def _clickhouse(app: web.Application) -> None:
+    await app[keys.ANALYTICS].query("SELECT 1")
+
+
+async def _s3(app: web.Application) -> None:
+    await app[keys.BLOBS].check()
+
+
+CHECKS: dict[str, Callable[[web.Application], Awaitable[None]]] = {
+    "kafka": _kafka,
+    "postgres": _postgres,
+    "clickhouse": _clickhouse,
+    "s3": _s3,
+    "ffmpeg": _ffmpeg,
+}
+
+
+async def _run(name: str, app: web.Application) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(CHECKS[name](app), CHECK_TIMEOUT_S)
+        result: dict[str, Any] = {"status": "up"}
+    except Exception as exc:  # a readiness probe reports every failure, whatever its type
+        result = {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    result["latency_ms"] = round((time.perf_counter() - start) * 1000, 1)
+    return result
+
+
+async def ready(request: web.Request) -> web.Response:
+    # ClickHouse is opened only by the roles that use it (api, projections).
+    names = [n for n in CHECKS if n != "clickhouse" or keys.ANALYTICS in request.app]
+    results = await asyncio.gather(*(_run(n, request.app) for n in names))
+    deps = dict(zip(names, results, strict=True))
+    ok = all(r["status"] == "up" for r in deps.values())
+    return web.json_response(
+        {"status": "ready" if ok else "unavailable", "dependencies": deps}, status=200 if ok else 503
+    )

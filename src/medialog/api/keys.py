@@ -1,0 +1,29 @@
+"""Typed application keys: every shared client lives under one of these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import asyncpg
+import faust
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from medialog.api.auth import TokenVerifier
+from medialog.api.notifier import Notifier
+from medialog.clickhouse import Analytics
+from medialog.config import Role, Settings
+from medialog.storage import BlobStore
+
+SETTINGS = web.AppKey("settings", Settings)
+ROLES = web.AppKey("roles", frozenset[Role])
+PG = web.AppKey("pg", asyncpg.Pool)
+BLOBS = web.AppKey("blobs", BlobStore)
+ANALYTICS = web.AppKey("analytics", Analytics)
+PRODUCER = web.AppKey("producer", AIOKafkaProducer)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+VERIFIER = web.AppKey("verifier", TokenVerifier)
+NOTIFIER = web.AppKey("notifier", Notifier)
+LOCAL_JWKS = web.AppKey("local_jwks", dict[str, Any])
+FAUST = web.AppKey("faust", faust.App)

@@ -1,0 +1,68 @@
+"""Parsing what a request brings: JSON bodies, the caller, ``Prefer: wait``, idempotency keys."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from medialog.api import keys
+from medialog.api.auth import Principal, bearer_token
+from medialog.domain.errors import PayloadTooLarge, ValidationError
+
+MAX_JSON_BYTES = 64 * 1024
+MAX_WAIT_S = 30.0
+_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_NAMESPACE = uuid.UUID("0b6b3f1e-3c1e-4c0a-8f0e-7a0f4f5e2d11")
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise PayloadTooLarge(f"JSON body over {MAX_JSON_BYTES} bytes", code="BODY_TOO_LARGE")
+    raw = await request.content.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise PayloadTooLarge(f"JSON body over {MAX_JSON_BYTES} bytes", code="BODY_TOO_LARGE")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("body is not valid JSON", code="MALFORMED_JSON") from exc
+
+
+async def principal(request: web.Request) -> Principal:
+    """The authenticated caller; raises Unauthenticated when absent or invalid."""
+    token = bearer_token(request.headers.get("Authorization"))
+    return await request.app[keys.VERIFIER].verify(token)
+
+
+async def optional_principal(request: web.Request) -> Principal | None:
+    if "Authorization" not in request.headers:
+        return None
+    return await principal(request)
+
+
+def prefer_wait(request: web.Request) -> float | None:
+    """Seconds from ``Prefer: wait=N`` (RFC 7240), capped at 30; None when not asked."""
+    match = _WAIT.search(request.headers.get("Prefer", ""))
+    return min(float(match.group(1)), MAX_WAIT_S) if match else None
+
+
+def command_id(request: web.Request, who: Principal, scope: str) -> str:
+    """A fresh id, or — with an ``Idempotency-Key`` — the same id for the same caller and key,
+    so a retried request becomes the same command and the actor applies it once."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return str(uuid.uuid4())
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationError(
+            "Idempotency-Key must be 1–128 characters of [A-Za-z0-9._:-]", code="BAD_IDEMPOTENCY_KEY"
+        )
+    return str(uuid.uuid5(_NAMESPACE, f"{scope}\0{who.user_id}\0{key}"))
+
+
+def correlation_id(request: web.Request) -> str:
+    rid = request.headers.get("X-Request-Id", "")
+    return rid if _IDEMPOTENCY_KEY.match(rid) else str(uuid.uuid4())

@@ -1,0 +1,73 @@
+"""``POST /v1/uploads``: validate, mint an asset id, presign a PUT to staging, command the actor."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from medialog.api import keys
+from medialog.api.auth import ADMIN, CREATOR, require
+from medialog.api.commands import outcome, send_command
+from medialog.api.requests import command_id, correlation_id, prefer_wait, principal, read_json
+from medialog.domain.commands import CommandMeta, RequestUpload
+from medialog.domain.uploads import staging_key, validate_upload
+
+_ASSET_NAMESPACE = uuid.UUID("9f1d2c3b-4a5e-4f60-8172-93a4b5c6d7e8")
+
+
+async def create_upload(request: web.Request) -> web.Response:
+    who = await principal(request)
+    require(who, CREATOR, ADMIN)
+    settings = request.app[keys.SETTINGS]
+    spec = validate_upload(await read_json(request), max_bytes=settings.upload_max_bytes)
+
+    cmd_id = command_id(request, who, "uploads")
+    # With an Idempotency-Key the asset id follows from the command id: a retry names the same asset.
+    asset_id = str(uuid.uuid5(_ASSET_NAMESPACE, cmd_id))
+    now = datetime.now(UTC)
+    expires_at = now + timedelta(seconds=settings.upload_url_ttl_s)
+    key = staging_key(who.user_id, asset_id, spec.extension)
+    command = RequestUpload(
+        asset_id=asset_id,
+        owner_id=who.user_id,
+        kind=spec.kind,
+        filename=spec.filename,
+        content_type=spec.content_type,
+        size_bytes=spec.size_bytes,
+        title=spec.title,
+        staging_key=key,
+        upload_expires_at=expires_at,
+    )
+    meta = CommandMeta(
+        command_id=cmd_id,
+        issued_at=now,
+        actor_id=who.user_id,
+        actor_roles=tuple(sorted(who.roles)),
+        correlation_id=correlation_id(request),
+    )
+    upload_url = await asyncio.to_thread(
+        request.app[keys.BLOBS].presign_put,
+        settings.bucket_staging,
+        key,
+        content_type=spec.content_type,
+        expires_in=settings.upload_url_ttl_s,
+    )
+    await send_command(request.app, "commands.asset", asset_id, command, meta)
+
+    body = {
+        "asset_id": asset_id,
+        "command_id": cmd_id,
+        "upload_url": upload_url,
+        "method": "PUT",
+        "headers": {"Content-Type": spec.content_type},
+        "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
+    }
+    headers = {"Location": f"/v1/assets/{asset_id}"}
+    wait = prefer_wait(request)
+    if wait:
+        body["command"] = (await outcome(request.app, cmd_id, wait)).to_json()
+        headers["Preference-Applied"] = f"wait={wait:g}"
+    return web.json_response(body, status=202, headers=headers)

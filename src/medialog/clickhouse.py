@@ -1,0 +1,48 @@
+"""ClickHouse access. The same code talks to a server (``http(s)://``) or to chDB in-process
+(``chdb:///path``; INFRA.md: sync client only, one process per path). The client is
+synchronous, so every call goes through ``Analytics.run`` on one dedicated thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+T = TypeVar("T")
+
+
+class Analytics:
+    """One ClickHouse client used from one worker thread."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._client: Client | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self._dsn.startswith("chdb:")
+
+    async def open(self) -> None:
+        self._client = await self.run(lambda _: clickhouse_connect.get_client(dsn=self._dsn))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self.run(lambda c: c.close())
+            self._client = None
+        self._pool.shutdown(wait=True)
+
+    async def run(self, fn: Callable[[Client], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, self._client)
+
+    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        result = await self.run(lambda c: c.query(sql, parameters=parameters))
+        return list(result.result_rows)
+
+    async def command(self, sql: str) -> None:
+        await self.run(lambda c: c.command(sql))

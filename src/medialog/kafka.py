@@ -1,0 +1,88 @@
+"""The topics of DESIGN.md and the clients the api uses (aiokafka). Faust roles get their own
+clients from ``streams.app``. Only ordinary client APIs: the same code runs on tansu and Kafka."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from medialog.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    public: bool  # downstream systems subscribe; kept forever
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("commands.asset", public=False),
+    TopicSpec("commands.engagement", public=False),
+    TopicSpec("events.asset", public=True),
+    TopicSpec("events.engagement", public=True),
+    TopicSpec("events.views", public=True),
+    TopicSpec("events.access", public=True),
+    TopicSpec("jobs.transcode", public=False),
+    TopicSpec("jobs.transcode.retry", public=False),
+    TopicSpec("jobs.transcode.dead-letter", public=False),
+)
+
+
+def _bootstrap(settings: Settings) -> list[str]:
+    return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
+
+
+def new_producer(settings: Settings) -> AIOKafkaProducer:
+    """acks=all (DESIGN.md rule 4); no idempotence: tansu rejects InitProducerId (INFRA.md)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=_bootstrap(settings),
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=2,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+        client_id="medialog-api",
+    )
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; return the names created. Existing topics are left as they are."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=_bootstrap(settings), request_timeout_ms=settings.kafka_request_timeout_ms
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=settings.topic(t.name),
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+                topic_configs={"retention.ms": "-1"} if t.public else {},
+            )
+            for t in TOPICS
+            if settings.topic(t.name) not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                log.info("topics were created concurrently")
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def missing_topics(settings: Settings) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [settings.topic(t.name) for t in TOPICS if settings.topic(t.name) not in existing]

@@ -1,0 +1,1 @@
+"""The Faust side of medialog: actors (one owner per aggregate key) and workers."""

@@ -1,0 +1,113 @@
+"""The actor runner shared by every aggregate's actor.
+
+For one command (delivered in key order on its partition): skip it if its offset or its command
+id was already handled; load the aggregate's snapshot; decide; publish the events with
+deterministic ids and per-aggregate sequence numbers and wait for acks=all; then store the new
+snapshot, the outcome and the offset in ONE PostgreSQL transaction. A crash between publish and
+commit re-emits identical events (same ids, same sequences), which readers recognise."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+from pydantic import TypeAdapter
+
+from medialog import outcomes, tracking
+from medialog.domain.errors import MedialogError
+from medialog.envelope import decode_command, encode_event, event_id, make_event
+from medialog.tracking import Position
+
+log = logging.getLogger(__name__)
+S = TypeVar("S")
+Publish = Callable[[str, str, list[bytes]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ActorSpec(Generic[S]):
+    """How one aggregate type is decided and folded (pure functions from ``medialog.domain``)."""
+
+    name: str
+    events_topic: str
+    initial: Callable[[str], S]
+    decide: Callable[[S, Any], list[Any]]
+    fold: Callable[[S, list[Any]], S]
+    version: Callable[[S], int]
+
+
+async def handle_command(
+    spec: ActorSpec[S], pool: asyncpg.Pool, publish: Publish, position: Position, raw: bytes
+) -> None:
+    consumer = f"actor.{spec.name}"
+    adapter: TypeAdapter[S] = TypeAdapter(type(spec.initial("")))
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            stored = await tracking.lock_positions(conn, consumer, [(position.topic, position.partition)])
+        if position.offset <= stored[(position.topic, position.partition)]:
+            return
+        try:
+            envelope, command = decode_command(raw)
+        except MedialogError as exc:
+            log.error("dropping undecodable command at %s: %s", position, exc.message)
+            async with conn.transaction():
+                await tracking.advance(conn, consumer, [position])
+            return
+        if await outcomes.is_recorded(conn, envelope.id):
+            async with conn.transaction():
+                await tracking.advance(conn, consumer, [position])
+            return
+        row = await conn.fetchrow(
+            "SELECT state FROM actor_snapshots WHERE actor = $1 AND aggregate_id = $2",
+            spec.name,
+            envelope.aggregate_id,
+        )
+    state = adapter.validate_json(row["state"]) if row else spec.initial(envelope.aggregate_id)
+
+    error: MedialogError | None = None
+    try:
+        payloads = spec.decide(state, command)
+    except MedialogError as exc:
+        payloads, error = [], exc
+    base = spec.version(state)
+    events = [
+        make_event(
+            p,
+            subject=envelope.aggregate_id,
+            event_id=event_id(envelope.id, i),
+            time=envelope.issued_at,
+            sequence=base + i + 1,
+            meta=envelope.meta,
+        )
+        for i, p in enumerate(payloads)
+    ]
+    if events:
+        await publish(spec.events_topic, envelope.aggregate_id, [encode_event(e) for e in events])
+    new_state = spec.fold(state, payloads)
+
+    async with pool.acquire() as conn, conn.transaction():
+        if events:
+            await conn.execute(
+                "INSERT INTO actor_snapshots (actor, aggregate_id, version, state) "
+                "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (actor, aggregate_id) DO UPDATE "
+                "SET version = EXCLUDED.version, state = EXCLUDED.state, updated_at = now()",
+                spec.name,
+                envelope.aggregate_id,
+                spec.version(new_state),
+                adapter.dump_json(new_state).decode(),
+            )
+        await outcomes.record(
+            conn,
+            command_id=envelope.id,
+            actor=spec.name,
+            aggregate_id=envelope.aggregate_id,
+            command_type=envelope.type,
+            actor_id=envelope.actor_id,
+            version=spec.version(new_state) if error is None else None,
+            event_ids=[e.id for e in events],
+            error_code=error.code if error else None,
+            error_message=error.message if error else None,
+        )
+        await tracking.advance(conn, consumer, [position])

@@ -1,0 +1,63 @@
+"""The Faust application hosting actors, workers and projections for the selected roles.
+
+Correctness never rests on Faust's committed offsets or tables (DESIGN.md rule 1): every agent
+stores its own position in PostgreSQL with its effects and skips what it already handled. Faust's
+offsets only say where to resume reading; they trail ours, so re-delivery is the worst case."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import faust
+
+from medialog.clickhouse import Analytics
+from medialog.config import Role, Settings
+from medialog.storage import BlobStore
+
+
+@dataclass(frozen=True)
+class StreamDeps:
+    """What agents need, opened by the process before Faust starts."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    blobs: BlobStore
+    analytics: Analytics | None
+
+
+def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
+    s = deps.settings
+    app = faust.App(
+        s.consumer_group,
+        broker=[f"kafka://{h.strip()}" for h in s.kafka_bootstrap.split(",") if h.strip()],
+        web_enabled=False,
+        autodiscover=False,
+        store="memory://",
+        datadir=str(s.data_dir / "faust"),
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=s.kafka_heartbeat_interval_ms / 1000,
+        broker_rebalance_timeout=s.kafka_rebalance_timeout_ms / 1000,
+        broker_commit_interval=1.0,
+        topic_partitions=s.topic_partitions,
+        topic_replication_factor=s.topic_replication,
+        topic_allow_declare=False,
+    )
+    if "actors" in roles:
+        from streams import asset_actor
+
+        asset_actor.register(app, deps)
+    if "projections" in roles:
+        from projections import assets_pg
+
+        assets_pg.register(app, deps)
+    return app
+
+
+async def publish(app: faust.App, topic: str, key: str, values: list[bytes]) -> None:
+    """Send and wait for the broker's acknowledgement of each (acks=all), in order."""
+    headers = [("content-type", b"application/cloudevents+json")]
+    for value in values:
+        await app.producer.send_and_wait(topic, key.encode(), value, None, None, headers)

@@ -1,0 +1,67 @@
+import dataclasses
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from medialog.domain.commands import CommandMeta, RequestUpload
+from medialog.domain.errors import ValidationError
+from medialog.domain.events import UploadRequested
+from medialog.envelope import (
+    UPCASTERS, dataschema_uri, decode_command, decode_event, encode_command, encode_event,
+    event_id, make_event,
+)
+
+WHEN = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+META = CommandMeta(command_id="c1", issued_at=WHEN, actor_id="u1", actor_roles=("creator",),
+                   correlation_id="r1")
+PAYLOAD = UploadRequested(
+    asset_id="a1", owner_id="u1", kind="video", filename="c.mp4", content_type="video/mp4",
+    size_bytes=10, title="clip", staging_key="k", upload_expires_at=WHEN,
+)
+
+
+def test_event_round_trip_keeps_every_attribute():
+    event = make_event(PAYLOAD, subject="a1", event_id=event_id("c1", 0), time=WHEN, sequence=1, meta=META)
+    raw = encode_event(event)
+    doc = json.loads(raw)
+    assert doc["specversion"] == "1.0" and doc["type"] == "medialog.asset.upload_requested"
+    assert doc["subject"] == "a1" and doc["sequence"] == 1 and doc["causationid"] == "c1"
+    assert doc["actorid"] == "u1" and doc["actorroles"] == "creator" and doc["correlationid"] == "r1"
+    assert doc["dataschema"] == "urn:medialog:events:asset.upload_requested:v1"
+    assert doc["time"].startswith("2026-03-04T05:06:07")
+    back, payload = decode_event(raw)
+    assert back == event and payload == PAYLOAD
+
+
+def test_event_ids_are_deterministic_per_command_and_index():
+    assert event_id("c1", 0) == event_id("c1", 0)
+    assert len({event_id("c1", 0), event_id("c1", 1), event_id("c2", 0)}) == 3
+
+
+def test_unknown_event_type_decodes_without_payload():
+    event = make_event(PAYLOAD, subject="a1", event_id="x", time=WHEN, sequence=1)
+    doc = json.loads(encode_event(event))
+    doc["type"] = "medialog.future.thing_happened"
+    envelope, payload = decode_event(json.dumps(doc).encode())
+    assert payload is None and envelope.type == "medialog.future.thing_happened"
+
+
+def test_old_versions_are_upcast_not_rejected(monkeypatch):
+    doc = json.loads(encode_event(make_event(PAYLOAD, subject="a1", event_id="x", time=WHEN, sequence=1)))
+    doc["dataschema"] = dataschema_uri(PAYLOAD.TYPE, 0)
+    del doc["data"]["title"]
+    monkeypatch.setitem(UPCASTERS, (PAYLOAD.TYPE, 0), lambda d: {**d, "title": "untitled"})
+    _, payload = decode_event(json.dumps(doc).encode())
+    assert payload.title == "untitled"
+
+
+def test_command_round_trip_and_malformed_commands():
+    cmd = RequestUpload(**{f.name: getattr(PAYLOAD, f.name) for f in dataclasses.fields(PAYLOAD)})
+    envelope, back = decode_command(encode_command(cmd, aggregate_id="a1", meta=META))
+    assert back == cmd and envelope.meta == META
+    for raw in (b"not json", b'{"id": "x"}', json.dumps({**json.loads(encode_command(
+            cmd, aggregate_id="a1", meta=META)), "type": "nope"}).encode()):
+        with pytest.raises(ValidationError) as exc:
+            decode_command(raw)
+        assert exc.value.code == "COMMAND_MALFORMED"
