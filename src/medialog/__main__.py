@@ -1,0 +1,3 @@
+from medialog.cli import main
+
+main()
