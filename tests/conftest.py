@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from medialog.config import Settings
-from medialog.issuer import load_private_key, mint_token
+from medialog.issuer import key_id, load_private_key, mint_token
 
 READY_TIMEOUT_S = 180
 
@@ -103,10 +104,18 @@ class DevStack:
         )
 
     def token(self, user: str, *roles: str, ttl_s: int = 600) -> str:
+        """A token from the stack's own issuer key; ``ttl_s`` < 0 gives one already expired."""
         s = self.settings()
         assert s.jwt_private_key_file is not None
-        return mint_token(load_private_key(s.jwt_private_key_file), user=user, roles=list(roles),
-                          issuer=s.jwt_issuer, audience=s.jwt_audience, ttl_s=ttl_s)
+        key = load_private_key(s.jwt_private_key_file)
+        if ttl_s > 0:
+            return mint_token(key, user=user, roles=list(roles), issuer=s.jwt_issuer,
+                              audience=s.jwt_audience, ttl_s=ttl_s)
+        now = int(time.time())
+        claims = {"iss": s.jwt_issuer, "aud": s.jwt_audience, "sub": user, "roles": list(roles),
+                  "iat": now + ttl_s - 60, "nbf": now + ttl_s - 60, "exp": now + ttl_s}
+        return jwt.encode(claims, key, algorithm="RS256",
+                          headers={"kid": key_id(key.public_key())})
 
 
 def _reap_group_leftovers(data_dir: Path) -> None:

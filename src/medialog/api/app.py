@@ -101,5 +101,5 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
         app.cleanup_ctx.append(_auth)
     if roles - {"api"}:
         app.cleanup_ctx.append(_streams)
-    setup_routes(app, api="api" in roles, jwks=settings.jwt_private_key_file is not None)
+    setup_routes(app, api="api" in roles, serve_jwks=settings.jwt_private_key_file is not None)
     return app
