@@ -95,16 +95,8 @@ def find_weed() -> str:
 class SeaweedFS:
     """One ``weed mini`` process storing everything under ``root``."""
 
-    def __init__(
-        self,
-        root: Path,
-        log_file: Path,
-        ports: SeaweedPorts,
-        access_key: str,
-        secret_key: str,
-        region: str = "us-east-1",
-        weed_bin: str | None = None,
-    ) -> None:
+    def __init__(self, root: Path, log_file: Path, ports: SeaweedPorts, access_key: str,
+                 secret_key: str, region: str = "us-east-1", weed_bin: str | None = None) -> None:
         self.root = root
         self.ports = ports
         self.region = region
@@ -123,8 +115,9 @@ class SeaweedFS:
         p, d = self.ports, self.root / "data"
         # weed also records these in DATA/mini.options and reloads that file on start; passing
         # every option explicitly keeps a stale file from overriding anything.
+        # -logtostderr: otherwise glog also writes weed.<host>.<user>.log.* files into $TMPDIR.
         return [
-            weed, "mini", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            weed, "-logtostderr", "mini", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={p.master}", f"-master.port.grpc={p.master_grpc}",
             "-master.telemetry=false",
             f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume_grpc}",
@@ -156,19 +149,10 @@ class SeaweedFS:
             from botocore.config import Config
 
             self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint,
-                region_name=self.region,
-                aws_access_key_id=self._access_key,
-                aws_secret_access_key=self._secret_key,
-                config=Config(
-                    signature_version="s3v4",
-                    s3={"addressing_style": "path"},
-                    connect_timeout=2,
-                    read_timeout=10,
-                    retries={"max_attempts": 1},
-                ),
-            )
+                "s3", endpoint_url=self.endpoint, region_name=self.region,
+                aws_access_key_id=self._access_key, aws_secret_access_key=self._secret_key,
+                config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                              connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}))
         return self._client
 
     def _volumes_registered(self) -> bool:
@@ -250,4 +234,19 @@ class SeaweedFS:
         """Stop weed (SIGTERM: it flushes and stops its components). Idempotent."""
         if self._process is not None:
             await self._process.stop()
+            self._remove_grpc_sockets()
         self._process = None
+
+    def _remove_grpc_sockets(self) -> None:
+        """Remove the gRPC unix sockets weed 4.48 creates at a fixed place,
+        /tmp/seaweedfs-<component>-grpc-<port>.sock (not configurable), and does not always
+        remove itself (never after SIGKILL). Only ours: our ports, our uid, weed stopped."""
+        p = self.ports
+        for kind, port in (("master", p.master_grpc), ("volume", p.volume_grpc),
+                           ("filer", p.filer_grpc), ("s3", p.s3_grpc), ("admin", p.admin_grpc)):
+            path = Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock")
+            try:
+                if path.is_socket() and path.stat().st_uid == os.geteuid():
+                    path.unlink()
+            except OSError:
+                pass

@@ -1,0 +1,248 @@
+"""The transcode pipeline: probe, HLS ladder, master playlist, thumbnail, into a local directory.
+
+Layout under ``out_dir`` (= ``previews/{asset}/`` of the storage layout; keys in the result are
+relative to it): ``thumb.jpg``, ``hls/master.m3u8``, ``hls/<rung>/index.m3u8``,
+``hls/<rung>/seg_00000.ts`` …
+
+Design (measured with bench/transcode.py): ffmpeg 5.1's HLS muxer writes a VOD playlist only at
+the end and ``split`` feeds all rungs in lockstep, so in ONE process every rung completes at the
+same instant. ``lowest_first`` (default) therefore runs two processes in sequence: the lowest
+rung alone (~20% of the wall time), then all other rungs in one process (``split=N``, one
+``-f hls`` output per rung). The price is a second decode of the source (~8-10% more CPU).
+``lowest_first=False``: the whole ladder in one process. Audio: always one process.
+
+``on_rung_done(rung)`` (sync or async) is called lowest rung first, once the rung's playlist has
+``#EXT-X-ENDLIST`` and ``hls/master.m3u8`` lists it; it runs while the next process encodes. If
+it raises, the running ffmpeg is killed and the error propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import shutil
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+
+from streams.transcode.ffmpeg_runner import QUIET, TranscodeError, run_ffmpeg
+from streams.transcode.ladder import (
+    LEVEL_FPS,
+    Rung,
+    hls_output_args,
+    master_playlist,
+    plan_ladder,
+    video_encoder_args,
+)
+from streams.transcode.probe import Kind, MediaInfo, probe
+
+log = logging.getLogger(__name__)
+
+HLS_DIR = "hls"
+MASTER_KEY = f"{HLS_DIR}/master.m3u8"
+THUMB_KEY = "thumb.jpg"
+THUMB_MAX_WIDTH = 640
+THUMB_AT = 0.10  # fraction of the duration
+MIN_COVERAGE = 0.9  # a rung shorter than this share of the probed duration is a failure
+
+OnRungDone = Callable[[Rung], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    """``renditions``: rungs produced by this call, lowest first. ``ladder``: every rung of the
+    source, as listed in ``master_key`` (a re-run of a subset still lists the full ladder)."""
+
+    kind: Kind
+    duration_s: float | None
+    width: int | None
+    height: int | None
+    renditions: tuple[Rung, ...]
+    ladder: tuple[Rung, ...]
+    master_key: str | None
+    thumbnail_key: str | None
+    media: MediaInfo
+
+    @staticmethod
+    def playlist_key(rung: Rung) -> str:
+        return f"{HLS_DIR}/{rung.playlist}"
+
+
+def thumb_size(info: MediaInfo) -> tuple[int, int]:
+    """Thumbnail dimensions: display aspect, at most THUMB_MAX_WIDTH wide, even."""
+    assert info.width and info.height
+    width = min(THUMB_MAX_WIDTH, info.width - info.width % 2)
+    return width, max(2, round(info.height * width / info.width / 2) * 2)
+
+
+def ladder_filter(info: MediaInfo, rungs: Sequence[Rung], thumb_at: float | None = None) -> str:
+    """``-filter_complex``: one decode, scaled to every rung (outputs ``[o0]``, ``[o1]`` …) and,
+    with ``thumb_at``, the frame at that second for the thumbnail (``[th]``; the branch closes
+    after one frame, so it costs one scale, not a seek and decode in another process)."""
+    chains = [f"scale={r.width}:{r.height},setsar=1[o{i}]" for i, r in enumerate(rungs)]
+    if thumb_at is not None:
+        width, height = thumb_size(info)
+        trim = f"trim=start={thumb_at:.3f},trim=end_frame=1"
+        chains.append(f"{trim},scale={width}:{height},setsar=1[th]")
+    head = f"[0:{info.video_stream}]"
+    if info.fps is not None and info.fps > LEVEL_FPS:  # levels in ladder.py assume <= 60 fps
+        head += f"fps={LEVEL_FPS},"
+    if len(chains) == 1:
+        return head + chains[0]
+    split = f"split={len(chains)}" + "".join(f"[s{i}]" for i in range(len(chains)))
+    return f"{head}{split};" + ";".join(f"[s{i}]{c}" for i, c in enumerate(chains))
+
+
+def ladder_args(
+    ffmpeg_bin: str,
+    src: Path,
+    hls: Path,
+    info: MediaInfo,
+    rungs: Sequence[Rung],
+    thumb: Path | None = None,
+) -> list[str]:
+    """One ffmpeg producing every rung of ``rungs`` as its own HLS output under ``hls`` (and
+    the ``thumb`` JPEG at THUMB_AT of the duration, video only)."""
+    args = [ffmpeg_bin, *QUIET, "-y", "-i", str(src)]
+    if rungs[0].is_audio_only:
+        for rung in rungs:
+            args += ["-map", f"0:{info.audio_stream}", "-c:a", "aac"]
+            args += ["-b:a", f"{rung.audio_bitrate_k}k", "-ac", "2"]
+            args += hls_output_args(hls / rung.name)
+        return args
+    thumb_at = (info.duration_s or 0.0) * THUMB_AT if thumb is not None else None
+    args += ["-filter_complex", ladder_filter(info, rungs, thumb_at)]
+    for i, rung in enumerate(rungs):
+        args += ["-map", f"[o{i}]"]
+        if rung.audio_bitrate_k:
+            args += ["-map", f"0:{info.audio_stream}"]
+        args += video_encoder_args(rung) + hls_output_args(hls / rung.name)
+    if thumb is not None:
+        args += ["-map", "[th]", "-frames:v", "1", "-update", "1", "-q:v", "3", str(thumb)]
+    return args
+
+
+def thumbnail_args(ffmpeg_bin: str, src: Path, dst: Path, info: MediaInfo) -> list[str]:
+    """A JPEG of the first frame in its own process: images, and the fallback for a video whose
+    frame at THUMB_AT never came (a duration header longer than the real stream)."""
+    width, height = thumb_size(info)
+    stream = ffmpeg.input(str(src))[str(info.video_stream)]
+    out = stream.filter("scale", width, height).filter("setsar", 1)
+    cmd = out.output(str(dst), vframes=1, update=1, **{"q:v": 3}).overwrite_output()
+    args: list[str] = cmd.compile(cmd=ffmpeg_bin)
+    return [args[0], *QUIET, *args[1:]]
+
+
+def _check_output(hls: Path, rung: Rung, expected_s: float | None, tail: list[str]) -> None:
+    """The rung's playlist is complete and covers the source. ffmpeg exits 0 on a truncated
+    input (it encodes what it could decode), so a short output is the only sign of it."""
+    path = hls / rung.playlist
+    text = path.read_text() if path.is_file() else ""
+    if "#EXT-X-ENDLIST" not in text:
+        raise TranscodeError("playlist incomplete (no #EXT-X-ENDLIST)", rung.name)
+    got = sum(float(ln[8:].split(",")[0]) for ln in text.splitlines() if ln.startswith("#EXTINF:"))
+    if expected_s and got < expected_s * MIN_COVERAGE - 0.5:
+        reason = f"output covers {got:.1f}s of {expected_s:.1f}s: input truncated or corrupt"
+        raise TranscodeError(reason, rung.name, stderr_tail="\n".join(tail))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+async def _notify(on_rung_done: OnRungDone | None, rungs: Sequence[Rung]) -> None:
+    for rung in rungs:
+        if on_rung_done is not None:
+            result = on_rung_done(rung)
+            if inspect.isawaitable(result):
+                await result
+
+
+async def transcode(
+    src: Path,
+    out_dir: Path,
+    *,
+    ffmpeg_bin: str = "ffmpeg",
+    ffprobe_bin: str = "ffprobe",
+    only_rungs: set[str] | None = None,
+    timeout_s: float = 3600.0,
+    semaphore: asyncio.Semaphore | None = None,
+    on_rung_done: OnRungDone | None = None,
+    lowest_first: bool = True,
+) -> TranscodeResult:
+    """Transcode ``src`` into ``out_dir`` (created). ``only_rungs`` re-runs just those rungs
+    (the others are assumed to exist already; the thumbnail is kept if present). ``timeout_s``
+    bounds each ffmpeg/ffprobe process; ``semaphore`` limits concurrent ffmpeg processes.
+    Raises TranscodeError (unknown rung names included)."""
+    src, out_dir = src.resolve(), out_dir.resolve()
+    info = await probe(src, ffprobe_bin, timeout_s=timeout_s)
+    ladder = plan_ladder(info)
+    known = {r.name for r in ladder}
+    if only_rungs is not None and not only_rungs <= known:
+        unknown = ", ".join(sorted(only_rungs - known))
+        raise TranscodeError(f"no such rung for this {info.kind} source: {unknown}", unknown)
+    selected = [r for r in reversed(ladder) if only_rungs is None or r.name in only_rungs]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hls, thumb = out_dir / HLS_DIR, out_dir / THUMB_KEY
+    for rung in selected:  # stale segments of an earlier (failed/longer) run must not survive
+        shutil.rmtree(hls / rung.name, ignore_errors=True)
+        (hls / rung.name).mkdir(parents=True)
+    want_thumb = info.kind != "audio" and (only_rungs is None or not thumb.exists())
+    if want_thumb:
+        thumb.unlink(missing_ok=True)
+    split = lowest_first and len(selected) > 1 and not selected[0].is_audio_only
+    phases = [selected[:1], selected[1:]] if split else [selected] if selected else []
+    done: list[Rung] = []
+
+    async def encode(group: list[Rung]) -> list[Rung]:
+        label = "+".join(r.name for r in group)
+        with_thumb = thumb if want_thumb and group is phases[0] else None
+        args = ladder_args(ffmpeg_bin, src, hls, info, group, with_thumb)
+        tail = await run_ffmpeg(args, rung=label, timeout_s=timeout_s, semaphore=semaphore)
+        for rung in group:
+            _check_output(hls, rung, info.duration_s, tail)
+        return group
+
+    task = asyncio.create_task(encode(phases[0])) if phases else None
+    for i in range(len(phases)):
+        assert task is not None
+        finished = await task
+        task = asyncio.create_task(encode(phases[i + 1])) if i + 1 < len(phases) else None
+        try:
+            done += finished
+            # Full runs: the master grows with the finished rungs (highest first), so the asset
+            # is playable once the lowest rung is reported. Subset re-runs: the full ladder.
+            final = task is None or only_rungs is not None
+            listed = ladder if final else [r for r in ladder if r in done]
+            _write_atomic(hls / "master.m3u8", master_playlist(listed))
+            await _notify(on_rung_done, finished)
+        except BaseException:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            raise
+    if want_thumb and not thumb.exists():  # images; or the frame at THUMB_AT never came
+        args = thumbnail_args(ffmpeg_bin, src, thumb, info)
+        await run_ffmpeg(args, rung="thumb", timeout_s=timeout_s, semaphore=semaphore)
+        if not thumb.exists():
+            raise TranscodeError("no frame could be decoded for the thumbnail", "thumb")
+    log.info("transcoded %s (%s): %s", src.name, info.kind, ", ".join(r.name for r in done) or "-")
+    return TranscodeResult(
+        kind=info.kind,
+        duration_s=info.duration_s,
+        width=info.width,
+        height=info.height,
+        renditions=tuple(done),
+        ladder=tuple(ladder),
+        master_key=MASTER_KEY if ladder else None,
+        thumbnail_key=THUMB_KEY if info.kind != "audio" else None,
+        media=info,
+    )
