@@ -1,17 +1,23 @@
-"""Projection "assets": asset events → the ``assets`` table the api reads.
+"""Projection "assets": every asset event → the ``assets`` read model and the ``asset_events``
+audit trail.
 
-Guarded on the aggregate sequence: an event applies only if it is the next one for its asset,
-so a re-emitted event (same sequence) is recognised as a duplicate and ignored."""
+Guarded on the aggregate sequence: an event applies only if it is the next one for its asset
+(``version = sequence - 1``). A re-emitted event (same sequence) is a duplicate and is skipped;
+a gap (an event missing before it) is logged as an error and skipped — it cannot happen while
+partitions are read in order, so it signals a bug, not load."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
 import asyncpg
 import faust
 
-from medialog.domain.events import UploadRequested
+from medialog.domain import events as e
 from medialog.outcomes import NOTIFY_CHANNEL
 from projections.runner import Record, apply_batch, events_of
 from streams.app import StreamDeps
@@ -19,22 +25,111 @@ from streams.app import StreamDeps
 log = logging.getLogger(__name__)
 NAME = "projection.assets"
 
+_MERGE_RENDITIONS = (
+    "(SELECT coalesce(jsonb_agg(r), '[]'::jsonb) FROM jsonb_array_elements(assets.renditions) r "
+    "WHERE NOT (r->>'name' = ANY(SELECT x->>'name' FROM jsonb_array_elements({new}) x))) || {new}"
+)
+
+
+def _update(p: Any) -> tuple[str, list[Any]] | None:
+    """``SET`` clause and its arguments for one event (arguments start at $4)."""
+    if isinstance(p, e.UploadCompleted):
+        return "status = 'uploaded', size_bytes = $4", [p.size_bytes]
+    if isinstance(p, e.UploadExpired):
+        return "status = 'expired'", []
+    if isinstance(p, e.Promoted):
+        return "status = 'promoted', master_key = $4", [p.master_key]
+    if isinstance(p, e.TranscodeRequested):
+        job = {"job_id": p.job_id, "rungs": p.rungs, "attempt": 0, "done": [], "state": "queued"}
+        return "transcode = $4::jsonb", [json.dumps(job)]
+    if isinstance(p, e.TranscodeStarted):
+        job = {"job_id": p.job_id, "rungs": p.rungs, "attempt": p.attempt, "done": [],
+               "state": "running"}
+        return "status = 'processing', transcode = $4::jsonb, failure = NULL", [json.dumps(job)]
+    if isinstance(p, e.RenditionCompleted):
+        new = json.dumps([asdict(p.rendition)])
+        return (
+            "renditions = " + _MERGE_RENDITIONS.format(new="$4::jsonb") + ", transcode = "
+            "jsonb_set(coalesce(transcode, '{}'::jsonb), '{done}', "
+            "coalesce(transcode->'done', '[]'::jsonb) || to_jsonb($5::text))",
+            [new, p.rendition.name],
+        )
+    if isinstance(p, e.TranscodeCompleted):
+        new = json.dumps([asdict(r) for r in p.renditions])
+        return (
+            "status = 'ready', renditions = " + _MERGE_RENDITIONS.format(new="$4::jsonb")
+            + ", master_playlist_key = $5, thumbnail_key = $6, duration_s = $7, width = $8, "
+            "height = $9, probe = $10::jsonb, failure = NULL, "
+            "transcode = jsonb_set(coalesce(transcode, '{}'::jsonb), '{state}', '\"done\"')",
+            [new, p.master_playlist_key, p.thumbnail_key, p.duration_s, p.width, p.height,
+             json.dumps(p.probe)],
+        )
+    if isinstance(p, e.TranscodeFailed):
+        failure = {"job_id": p.job_id, "reason": p.reason, "rung": p.rung, "attempts": p.attempts}
+        return (
+            "status = 'failed', failure = $4::jsonb, "
+            "transcode = jsonb_set(coalesce(transcode, '{}'::jsonb), '{state}', '\"failed\"')",
+            [json.dumps(failure)],
+        )
+    if isinstance(p, e.MetadataUpdated):
+        return (
+            "title = coalesce($4, title), description = coalesce($5, description), "
+            "tags = coalesce($6, tags), category = coalesce($7, category), "
+            "visibility = coalesce($8, visibility)",
+            [p.title, p.description, p.tags, p.category, p.visibility],
+        )
+    if isinstance(p, e.AssetDeleted):
+        return "status = 'deleted', deleted_at = $3", []
+    return None
+
+
+async def _apply_one(conn: asyncpg.Connection, r: Record) -> bool:
+    p, ev, seq = r.payload, r.event, r.event.sequence
+    if seq is None:
+        return False
+    if isinstance(p, e.UploadRequested):
+        if seq != 1:
+            return False
+        status = await conn.execute(
+            "INSERT INTO assets (asset_id, version, owner_id, status, kind, filename, "
+            "content_type, size_bytes, title, staging_key, upload_expires_at, visibility, "
+            "created_at, updated_at) VALUES ($1, 1, $2, 'awaiting_upload', $3, $4, $5, $6, $7, "
+            "$8, $9, $10, $11, $11) ON CONFLICT (asset_id) DO NOTHING",
+            p.asset_id, p.owner_id, p.kind, p.filename, p.content_type, p.size_bytes, p.title,
+            p.staging_key, p.upload_expires_at, p.visibility, ev.time,
+        )
+        applied = status.endswith(" 1")
+    else:
+        update = _update(p)
+        if update is None:
+            return False
+        clause, args = update
+        status = await conn.execute(
+            f"UPDATE assets SET {clause}, version = $2, updated_at = $3 "
+            "WHERE asset_id = $1 AND version = $2 - 1",
+            ev.subject, seq, ev.time, *args,
+        )
+        applied = status.endswith(" 1")
+        if not applied:
+            current = await conn.fetchval("SELECT version FROM assets WHERE asset_id = $1", ev.subject)
+            if current is None or current < seq - 1:
+                log.error("assets: gap before %s seq %s of %s (have %s)", ev.type, seq, ev.subject, current)
+    if applied:
+        await conn.execute(
+            "INSERT INTO asset_events (asset_id, sequence, event_id, type, time, actor_id, "
+            "causation_id, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) "
+            "ON CONFLICT DO NOTHING",
+            ev.subject, seq, ev.id, ev.type, ev.time, ev.actorid, ev.causationid,
+            json.dumps(ev.data),
+        )
+    return applied
+
 
 async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
-    changed: set[str] = set()
+    changed: dict[str, None] = {}
     for r in records:
-        p = r.payload
-        if isinstance(p, UploadRequested) and r.event.sequence == 1:
-            status = await conn.execute(
-                "INSERT INTO assets (asset_id, version, owner_id, status, kind, filename, "
-                "content_type, size_bytes, title, staging_key, upload_expires_at, created_at, "
-                "updated_at) VALUES ($1, 1, $2, 'awaiting_upload', $3, $4, $5, $6, $7, $8, $9, "
-                "$10, $10) ON CONFLICT (asset_id) DO NOTHING",
-                p.asset_id, p.owner_id, p.kind, p.filename, p.content_type, p.size_bytes,
-                p.title, p.staging_key, p.upload_expires_at, r.event.time,
-            )
-            if status.endswith(" 1"):
-                changed.add(p.asset_id)
+        if r.payload is not None and await _apply_one(conn, r):
+            changed[r.event.subject] = None
     for asset_id in changed:
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, asset_id)
 

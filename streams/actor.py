@@ -36,6 +36,9 @@ class ActorSpec(Generic[S]):
     decide: Callable[[S, Any], list[Any]]
     fold: Callable[[S, list[Any]], S]
     version: Callable[[S], int]
+    # Observe the outside world (e.g. HeadObject) and return the command with the facts filled
+    # in, so that ``decide`` stays pure. Called only for commands not handled before.
+    prepare: Callable[[S, Any], Awaitable[Any]] | None = None
 
 
 async def handle_command(
@@ -65,6 +68,8 @@ async def handle_command(
             envelope.aggregate_id,
         )
     state = adapter.validate_json(row["state"]) if row else spec.initial(envelope.aggregate_id)
+    if spec.prepare is not None:
+        command = await spec.prepare(state, command)
 
     error: MedialogError | None = None
     try:

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import faust
 
 from medialog.domain.asset import Asset, decide, fold
+from medialog.domain.commands import CompleteUpload, ObjectFacts
+from medialog.storage import BlobStore
+from medialog.tracking import Position
 from streams.actor import ActorSpec, handle_command
 from streams.app import StreamDeps, publish
-from medialog.tracking import Position
 
 
-def spec(events_topic: str) -> ActorSpec[Asset]:
+def spec(events_topic: str, blobs: BlobStore) -> ActorSpec[Asset]:
+    async def prepare(asset: Asset, command: Any) -> Any:
+        """A completion is decided on what S3 says about the staging object."""
+        if not isinstance(command, CompleteUpload) or not asset.staging_key:
+            return command
+        head = await blobs.head(blobs.settings.bucket_staging, asset.staging_key)
+        facts = head and ObjectFacts(
+            size_bytes=head.size, content_type=head.content_type, etag=head.etag
+        )
+        return replace(command, observed=facts)
+
     return ActorSpec(
         name="asset",
         events_topic=events_topic,
@@ -18,12 +33,13 @@ def spec(events_topic: str) -> ActorSpec[Asset]:
         decide=decide,
         fold=fold,
         version=lambda a: a.version,
+        prepare=prepare,
     )
 
 
 def register(app: faust.App, deps: StreamDeps) -> None:
     s = deps.settings
-    actor = spec(s.topic("events.asset"))
+    actor = spec(s.topic("events.asset"), deps.blobs)
     commands = app.topic(s.topic("commands.asset"), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
 
