@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     ffmpeg_bin: str = "ffmpeg"
     ffprobe_bin: str = "ffprobe"
 
+    @field_validator("jwt_private_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("jwt_algorithms")
     @classmethod
     def _known_algorithms(cls, value: str) -> str:

@@ -79,7 +79,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
 
 
 async def missing_topics(settings: Settings) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap(settings))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=_bootstrap(settings), request_timeout_ms=settings.kafka_request_timeout_ms
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
