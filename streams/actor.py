@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -39,17 +39,20 @@ class ActorSpec(Generic[S]):
     # Observe the outside world (e.g. HeadObject) and return the command with the facts filled
     # in, so that ``decide`` stays pure. Called only for commands not handled before.
     prepare: Callable[[S, Any], Awaitable[Any]] | None = None
+    snapshots: TypeAdapter[S] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "snapshots", TypeAdapter(type(self.initial(""))))
 
 
 async def handle_command(
     spec: ActorSpec[S], pool: asyncpg.Pool, publish: Publish, position: Position, raw: bytes
 ) -> None:
     consumer = f"actor.{spec.name}"
-    adapter: TypeAdapter[S] = TypeAdapter(type(spec.initial("")))
+    adapter = spec.snapshots
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            stored = await tracking.lock_positions(conn, consumer, [(position.topic, position.partition)])
-        if position.offset <= stored[(position.topic, position.partition)]:
+        stored = await tracking.stored_offset(conn, consumer, position.topic, position.partition)
+        if position.offset <= stored:
             return
         try:
             envelope, command = decode_command(raw)
@@ -114,5 +117,7 @@ async def handle_command(
             event_ids=[e.id for e in events],
             error_code=error.code if error else None,
             error_message=error.message if error else None,
+            error_class=type(error).__name__ if error else None,
+            error_details=error.details if error else None,
         )
         await tracking.advance(conn, consumer, [position])

@@ -36,6 +36,15 @@ async def lock_positions(
     return {k: stored.get(k, -1) for k in keys}
 
 
+async def stored_offset(conn: asyncpg.Connection, consumer: str, topic: str, partition: int) -> int:
+    """The stored offset (-1 if none), without locking: for a quick "already handled?" check."""
+    value = await conn.fetchval(
+        'SELECT "offset" FROM consumer_offsets WHERE consumer = $1 AND topic = $2 AND partition = $3',
+        consumer, topic, partition,
+    )
+    return -1 if value is None else int(value)
+
+
 async def advance(conn: asyncpg.Connection, consumer: str, positions: Iterable[Position]) -> None:
     """Store, per partition, the highest offset among ``positions``."""
     top: dict[tuple[str, int], int] = {}

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 
@@ -72,11 +73,17 @@ async def run_ffmpeg(
     rung: str,
     timeout_s: float,
     semaphore: asyncio.Semaphore | None = None,
+    nice: int = 0,
 ) -> list[str]:
     """Run ``args`` (``args[0]`` is the binary) to completion; return the stderr tail lines.
+    ``nice`` > 0 runs it at a lower CPU priority (through nice(1), which execs in place, so the
+    pid we kill is ffmpeg's, with every thread it starts inheriting the priority).
 
     Raises ``TranscodeError`` on a missing binary, a non-zero exit or ``timeout_s`` elapsing.
     """
+    nice_bin = shutil.which("nice") if nice > 0 else None
+    if nice_bin is not None:
+        args = [nice_bin, "-n", str(nice), *args]
     slot: contextlib.AbstractAsyncContextManager[object] = (
         semaphore if semaphore is not None else contextlib.nullcontext()
     )

@@ -10,7 +10,8 @@ Contracts:
 - ``codecs`` is exact for what the pipeline asks of the encoders: H.264 High profile with the
   level chosen here (``-profile:v high -level:v <h264_level(rung)>``), AAC-LC (mp4a.40.2).
 - ``video_encoder_args`` are the encoder settings behind those strings, ``hls_output_args`` the
-  packaging (VOD, ~HLS_TIME_S segments named ``seg_00000.ts`` …); pure argument lists.
+  packaging (VOD, ~HLS_TIME_S segments named ``seg_00000.ts`` …), ``ladder_filter`` the scaling
+  graph: pure argument lists, shared by the pipeline and the benchmark's baseline.
 - ``master_playlist`` is deterministic: same rungs, same bytes.
 """
 
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from streams.transcode.probe import MediaInfo
 
 # (short-side height, video kbit/s, audio kbit/s) — highest first.
@@ -45,6 +48,7 @@ TS_OVERHEAD_AUDIO_ONLY = 1.25
 HLS_TIME_S = 2  # target segment duration; keyframes are forced on this grid
 X264_PRESET = "veryfast"
 SEGMENT_PATTERN = "seg_%05d.ts"
+THUMB_MAX_WIDTH = 640
 # Levels are chosen for frame size at up to LEVEL_FPS; the pipeline caps output at this rate.
 LEVEL_FPS = 60
 # H.264 levels: (level_idc, MaxFS macroblocks, MaxMBPS, High-profile MaxBR kbit/s).
@@ -201,6 +205,31 @@ def plan_ladder(info: MediaInfo) -> list[Rung]:
         return audio_ladder()
     assert info.width is not None and info.height is not None, "video without dimensions"
     return video_ladder(info.width, info.height, info.has_audio)
+
+
+def thumb_size(info: MediaInfo) -> tuple[int, int]:
+    """Thumbnail dimensions: display aspect, at most THUMB_MAX_WIDTH wide, even."""
+    assert info.width and info.height
+    width = min(THUMB_MAX_WIDTH, info.width - info.width % 2)
+    return width, max(2, round(info.height * width / info.width / 2) * 2)
+
+
+def ladder_filter(info: MediaInfo, rungs: Sequence[Rung], thumb_at: float | None = None) -> str:
+    """``-filter_complex``: one decode, scaled to every rung (outputs ``[o0]``, ``[o1]`` …) and,
+    with ``thumb_at``, the frame at that second for the thumbnail (``[th]``; the branch closes
+    after one frame, so it costs one scale, not a seek and decode in another process)."""
+    chains = [f"scale={r.width}:{r.height},setsar=1[o{i}]" for i, r in enumerate(rungs)]
+    if thumb_at is not None:
+        width, height = thumb_size(info)
+        trim = f"trim=start={thumb_at:.3f},trim=end_frame=1"
+        chains.append(f"{trim},scale={width}:{height},setsar=1[th]")
+    head = f"[0:{info.video_stream}]"
+    if info.fps is not None and info.fps > LEVEL_FPS:  # levels in ladder.py assume <= 60 fps
+        head += f"fps={LEVEL_FPS},"
+    if len(chains) == 1:
+        return head + chains[0]
+    split = f"split={len(chains)}" + "".join(f"[s{i}]" for i in range(len(chains)))
+    return f"{head}{split};" + ";".join(f"[s{i}]{c}" for i, c in enumerate(chains))
 
 
 def master_playlist(rungs: list[Rung] | tuple[Rung, ...]) -> str:

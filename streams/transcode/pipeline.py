@@ -4,12 +4,16 @@ Layout under ``out_dir`` (= ``previews/{asset}/`` of the storage layout; keys in
 relative to it): ``thumb.jpg``, ``hls/master.m3u8``, ``hls/<rung>/index.m3u8``,
 ``hls/<rung>/seg_00000.ts`` …
 
-Design (measured with bench/transcode.py): ffmpeg 5.1's HLS muxer writes a VOD playlist only at
-the end and ``split`` feeds all rungs in lockstep, so in ONE process every rung completes at the
-same instant. ``lowest_first`` (default) therefore runs two processes in sequence: the lowest
-rung alone (~20% of the wall time), then all other rungs in one process (``split=N``, one
-``-f hls`` output per rung). The price is a second decode of the source (~8-10% more CPU).
-``lowest_first=False``: the whole ladder in one process. Audio: always one process.
+Design (measured with bench/transcode.py, 2 cores): ffmpeg 5.1's HLS muxer writes a VOD
+playlist only at the end and ``split`` feeds all rungs in lockstep, so in ONE process every rung
+completes in the same instant. ``lowest_first`` (default) therefore runs two processes: the
+lowest rung alone (playable at ~20% of the wall time) and all other rungs in one process
+(``split=N``, one ``-f hls`` output per rung), started at the same time at a lower CPU priority
+so it fills what the first leaves idle (if the semaphore has two free slots; else in turn).
+The price is a second decode of the source: ~+13% CPU for a 1080p H.264 source.
+``lowest_first=False`` runs the ladder in one process (as cheap as one plain ffmpeg, but nothing
+is playable before the end). Audio: one process. The thumbnail is one more ``split`` branch of
+the first process (no seek-and-decode of its own).
 
 ``on_rung_done(rung)`` (sync or async) is called lowest rung first, once the rung's playlist has
 ``#EXT-X-ENDLIST`` and ``hls/master.m3u8`` lists it; it runs while the next process encodes. If
@@ -20,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
-import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,11 +36,12 @@ import ffmpeg
 
 from streams.transcode.ffmpeg_runner import QUIET, TranscodeError, run_ffmpeg
 from streams.transcode.ladder import (
-    LEVEL_FPS,
     Rung,
     hls_output_args,
+    ladder_filter,
     master_playlist,
     plan_ladder,
+    thumb_size,
     video_encoder_args,
 )
 from streams.transcode.probe import Kind, MediaInfo, probe
@@ -46,8 +51,8 @@ log = logging.getLogger(__name__)
 HLS_DIR = "hls"
 MASTER_KEY = f"{HLS_DIR}/master.m3u8"
 THUMB_KEY = "thumb.jpg"
-THUMB_MAX_WIDTH = 640
 THUMB_AT = 0.10  # fraction of the duration
+BACKGROUND_NICE = 10  # CPU priority of the processes encoding the higher rungs
 MIN_COVERAGE = 0.9  # a rung shorter than this share of the probed duration is a failure
 
 OnRungDone = Callable[[Rung], Awaitable[None] | None]
@@ -71,31 +76,6 @@ class TranscodeResult:
     @staticmethod
     def playlist_key(rung: Rung) -> str:
         return f"{HLS_DIR}/{rung.playlist}"
-
-
-def thumb_size(info: MediaInfo) -> tuple[int, int]:
-    """Thumbnail dimensions: display aspect, at most THUMB_MAX_WIDTH wide, even."""
-    assert info.width and info.height
-    width = min(THUMB_MAX_WIDTH, info.width - info.width % 2)
-    return width, max(2, round(info.height * width / info.width / 2) * 2)
-
-
-def ladder_filter(info: MediaInfo, rungs: Sequence[Rung], thumb_at: float | None = None) -> str:
-    """``-filter_complex``: one decode, scaled to every rung (outputs ``[o0]``, ``[o1]`` …) and,
-    with ``thumb_at``, the frame at that second for the thumbnail (``[th]``; the branch closes
-    after one frame, so it costs one scale, not a seek and decode in another process)."""
-    chains = [f"scale={r.width}:{r.height},setsar=1[o{i}]" for i, r in enumerate(rungs)]
-    if thumb_at is not None:
-        width, height = thumb_size(info)
-        trim = f"trim=start={thumb_at:.3f},trim=end_frame=1"
-        chains.append(f"{trim},scale={width}:{height},setsar=1[th]")
-    head = f"[0:{info.video_stream}]"
-    if info.fps is not None and info.fps > LEVEL_FPS:  # levels in ladder.py assume <= 60 fps
-        head += f"fps={LEVEL_FPS},"
-    if len(chains) == 1:
-        return head + chains[0]
-    split = f"split={len(chains)}" + "".join(f"[s{i}]" for i in range(len(chains)))
-    return f"{head}{split};" + ";".join(f"[s{i}]{c}" for i, c in enumerate(chains))
 
 
 def ladder_args(
@@ -151,12 +131,6 @@ def _check_output(hls: Path, rung: Rung, expected_s: float | None, tail: list[st
         raise TranscodeError(reason, rung.name, stderr_tail="\n".join(tail))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 async def _notify(on_rung_done: OnRungDone | None, rungs: Sequence[Rung]) -> None:
     for rung in rungs:
         if on_rung_done is not None:
@@ -179,7 +153,8 @@ async def transcode(
 ) -> TranscodeResult:
     """Transcode ``src`` into ``out_dir`` (created). ``only_rungs`` re-runs just those rungs
     (the others are assumed to exist already; the thumbnail is kept if present). ``timeout_s``
-    bounds each ffmpeg/ffprobe process; ``semaphore`` limits concurrent ffmpeg processes.
+    bounds each ffmpeg/ffprobe process. ``semaphore`` is taken per ffmpeg process (not for the
+    short ffprobe): give it 2+ slots to let the higher rungs overlap the lowest one.
     Raises TranscodeError (unknown rung names included)."""
     src, out_dir = src.resolve(), out_dir.resolve()
     info = await probe(src, ffprobe_bin, timeout_s=timeout_s)
@@ -201,37 +176,42 @@ async def transcode(
     phases = [selected[:1], selected[1:]] if split else [selected] if selected else []
     done: list[Rung] = []
 
-    async def encode(group: list[Rung]) -> list[Rung]:
+    run = functools.partial(run_ffmpeg, timeout_s=timeout_s, semaphore=semaphore)
+
+    async def encode(i: int, group: list[Rung]) -> list[Rung]:
+        args = ladder_args(
+            ffmpeg_bin, src, hls, info, group, thumb if want_thumb and not i else None
+        )
         label = "+".join(r.name for r in group)
-        with_thumb = thumb if want_thumb and group is phases[0] else None
-        args = ladder_args(ffmpeg_bin, src, hls, info, group, with_thumb)
-        tail = await run_ffmpeg(args, rung=label, timeout_s=timeout_s, semaphore=semaphore)
+        tail = await run(args, rung=label, nice=BACKGROUND_NICE if i else 0)
         for rung in group:
             _check_output(hls, rung, info.duration_s, tail)
         return group
 
-    task = asyncio.create_task(encode(phases[0])) if phases else None
-    for i in range(len(phases)):
-        assert task is not None
-        finished = await task
-        task = asyncio.create_task(encode(phases[i + 1])) if i + 1 < len(phases) else None
-        try:
+    # All phases start now, the later one at a lower CPU priority: it takes the cycles the lowest
+    # rung leaves idle, then the whole machine. Whether they overlap at all is the semaphore's
+    # call: with one free slot they simply run one after the other.
+    tasks = [asyncio.create_task(encode(i, group)) for i, group in enumerate(phases)]
+    try:
+        for task in tasks:  # in order: the lowest rung is reported first, whatever ends first
+            finished = await task
             done += finished
             # Full runs: the master grows with the finished rungs (highest first), so the asset
             # is playable once the lowest rung is reported. Subset re-runs: the full ladder.
-            final = task is None or only_rungs is not None
+            final = task is tasks[-1] or only_rungs is not None
             listed = ladder if final else [r for r in ladder if r in done]
-            _write_atomic(hls / "master.m3u8", master_playlist(listed))
+            tmp = hls / "master.m3u8.tmp"  # atomic: a reader never sees half a master
+            tmp.write_text(master_playlist(listed))
+            tmp.replace(hls / "master.m3u8")
             await _notify(on_rung_done, finished)
-        except BaseException:
-            if task is not None:
+    finally:  # an error, a failing callback or cancellation: kill what still runs
+        for task in tasks:
+            if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            raise
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
     if want_thumb and not thumb.exists():  # images; or the frame at THUMB_AT never came
-        args = thumbnail_args(ffmpeg_bin, src, thumb, info)
-        await run_ffmpeg(args, rung="thumb", timeout_s=timeout_s, semaphore=semaphore)
+        await run(thumbnail_args(ffmpeg_bin, src, thumb, info), rung="thumb")
         if not thumb.exists():
             raise TranscodeError("no frame could be decoded for the thumbnail", "thumb")
     log.info("transcoded %s (%s): %s", src.name, info.kind, ", ".join(r.name for r in done) or "-")

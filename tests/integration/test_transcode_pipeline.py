@@ -1,0 +1,294 @@
+"""The transcode pipeline against the real ffmpeg/ffprobe, on media generated with lavfi.
+
+Needs only the ffmpeg binaries (no services). Each transcode here is a few seconds of CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.transcode.ffmpeg_runner import TranscodeError
+from streams.transcode.ladder import Rung, master_playlist
+from streams.transcode.pipeline import TranscodeResult, transcode
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+        reason="ffmpeg/ffprobe not installed",
+    ),
+]
+
+SECONDS = 4
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+        check=True,
+        timeout=120,
+    )
+
+
+def _ffprobe(path: Path) -> dict[str, object]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("media")
+    files = {
+        "video": root / "clip.mp4",
+        "audio": root / "tone.m4a",
+        "image": root / "still.png",
+        "corrupt": root / "corrupt.mp4",
+    }
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size=1280x720:rate=30:duration={SECONDS}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=48000:duration={SECONDS}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(files["video"]),
+    )
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=48000:duration={SECONDS}",
+        "-c:a",
+        "aac",
+        str(files["audio"]),
+    )
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=800x600", "-frames:v", "1", str(files["image"]))
+    files["corrupt"].write_bytes(random.Random(7).randbytes(200_000))
+    # A valid header (moov first) whose media data stops halfway: ffmpeg itself exits 0 on it.
+    faststart = root / "faststart.mp4"
+    _ffmpeg("-i", str(files["video"]), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    files["truncated"] = root / "truncated.mp4"
+    files["truncated"].write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 2])
+    return files
+
+
+def _ffmpeg_procs_touching(path: Path) -> list[str]:
+    """Command lines of live processes mentioning ``path`` (ffmpeg we may have left behind)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmdline and "ffmpeg" in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def _variants(master: str) -> list[str]:
+    return [ln for ln in master.splitlines() if ln and not ln.startswith("#")]
+
+
+async def test_video_ladder_lowest_rung_first_and_playable(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "asset"
+    seen: list[tuple[str, bool, bool, list[str]]] = []
+
+    async def on_rung_done(rung: Rung) -> None:
+        hls = out / "hls"
+        seen.append(
+            (
+                rung.name,
+                "#EXT-X-ENDLIST" in (hls / rung.playlist).read_text(),
+                (hls / "720p" / "index.m3u8").exists(),  # the top rung, still encoding for 360p
+                _variants((hls / "master.m3u8").read_text()),
+            )
+        )
+
+    result = await transcode(
+        media["video"],
+        out,
+        only_rungs=None,
+        timeout_s=120,
+        semaphore=asyncio.Semaphore(1),
+        on_rung_done=on_rung_done,
+    )
+
+    assert [s[0] for s in seen] == ["360p", "480p", "720p"]
+    assert all(s[1] for s in seen), "a rung was reported before its playlist was complete"
+    assert seen[0][2] is False, "360p should be reported before 720p is written"
+    assert seen[0][3] == ["360p/index.m3u8"]
+    assert (result.kind, result.width, result.height) == ("video", 1280, 720)
+    assert result.duration_s == pytest.approx(SECONDS, abs=0.2)
+    assert [r.name for r in result.renditions] == ["360p", "480p", "720p"]
+    assert (result.master_key, result.thumbnail_key) == ("hls/master.m3u8", "thumb.jpg")
+
+    master = (out / result.master_key).read_text()
+    assert master == master_playlist(result.ladder)
+    assert _variants(master) == ["720p/index.m3u8", "480p/index.m3u8", "360p/index.m3u8"]
+    for rung in result.renditions:
+        playlist = (out / TranscodeResult.playlist_key(rung)).read_text()
+        segments = [ln for ln in playlist.splitlines() if ln and not ln.startswith("#")]
+        assert "#EXT-X-PLAYLIST-TYPE:VOD" in playlist and "#EXT-X-ENDLIST" in playlist
+        assert segments[0] == "seg_00000.ts" and 2 <= len(segments) <= 3  # ~2 s segments
+        assert all((out / "hls" / rung.name / s).stat().st_size > 0 for s in segments)
+
+    # ffprobe opens the master and follows the relative variant URIs.
+    probed = _ffprobe(out / "hls" / "master.m3u8")
+    streams = probed["streams"]
+    assert isinstance(streams, list)
+    sizes = {(s["width"], s["height"]) for s in streams if s["codec_type"] == "video"}
+    assert sizes == {(1280, 720), (854, 480), (640, 360)}
+    assert {s["codec_name"] for s in streams if s["codec_type"] == "audio"} == {"aac"}
+
+    thumb = _ffprobe(out / "thumb.jpg")["streams"]
+    assert isinstance(thumb, list)
+    assert (thumb[0]["codec_name"], thumb[0]["width"], thumb[0]["height"]) == ("mjpeg", 640, 360)
+
+    # Re-run only one rung: the others are left alone, the master still lists the full ladder.
+    kept = (out / "hls" / "720p" / "seg_00000.ts").stat().st_mtime_ns
+    rerun = await transcode(
+        media["video"], out, only_rungs={"480p"}, timeout_s=120, semaphore=None, on_rung_done=None
+    )
+    assert [r.name for r in rerun.renditions] == ["480p"]
+    assert (out / "hls" / "720p" / "seg_00000.ts").stat().st_mtime_ns == kept
+    assert (out / "hls" / "master.m3u8").read_text() == master
+    with pytest.raises(TranscodeError, match="no such rung"):
+        await transcode(
+            media["video"],
+            out,
+            only_rungs={"1080p"},
+            timeout_s=120,
+            semaphore=None,
+            on_rung_done=None,
+        )
+
+
+async def test_audio_gets_two_aac_renditions(media: dict[str, Path], tmp_path: Path) -> None:
+    done: list[str] = []
+    result = await transcode(
+        media["audio"],
+        tmp_path,
+        only_rungs=None,
+        timeout_s=60,
+        semaphore=None,
+        on_rung_done=lambda r: done.append(r.name),
+    )
+    assert result.kind == "audio" and result.thumbnail_key is None
+    assert done == ["a64k", "a128k"]
+    master = (tmp_path / "hls" / "master.m3u8").read_text()
+    assert _variants(master) == ["a128k/index.m3u8", "a64k/index.m3u8"]
+    assert 'CODECS="mp4a.40.2"' in master and "RESOLUTION" not in master
+    streams = _ffprobe(tmp_path / "hls" / "master.m3u8")["streams"]
+    assert isinstance(streams, list)
+    assert {s["codec_name"] for s in streams} == {"aac"}
+
+
+async def test_image_gets_only_a_thumbnail(media: dict[str, Path], tmp_path: Path) -> None:
+    result = await transcode(
+        media["image"], tmp_path, only_rungs=None, timeout_s=60, semaphore=None, on_rung_done=None
+    )
+    assert (result.kind, result.renditions, result.master_key) == ("image", (), None)
+    assert not (tmp_path / "hls" / "master.m3u8").exists()
+    thumb = _ffprobe(tmp_path / "thumb.jpg")["streams"]
+    assert isinstance(thumb, list)
+    assert (thumb[0]["width"], thumb[0]["height"]) == (640, 480)
+
+
+@pytest.mark.parametrize("name", ["corrupt.mp4", "corrupt.mp3", "corrupt.png", "corrupt.bin"])
+async def test_corrupt_input_fails_cleanly(
+    media: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    src = tmp_path / name
+    shutil.copy(media["corrupt"], src)
+    with pytest.raises(TranscodeError) as err:
+        await transcode(
+            src, tmp_path / "out", only_rungs=None, timeout_s=60, semaphore=None, on_rung_done=None
+        )
+    assert err.value.code == "TRANSCODE_FAILED"
+    assert err.value.rung in {"probe", "thumb"} and err.value.reason
+
+
+async def test_truncated_input_fails_on_the_rung(media: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(TranscodeError, match="input truncated or corrupt") as err:
+        await transcode(
+            media["truncated"],
+            tmp_path,
+            only_rungs=None,
+            timeout_s=60,
+            semaphore=None,
+            on_rung_done=None,
+        )
+    assert err.value.rung == "360p"
+
+
+async def _assert_no_ffmpeg_left(out: Path) -> None:
+    deadline = time.monotonic() + 2.0
+    while _ffmpeg_procs_touching(out) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert _ffmpeg_procs_touching(out) == []
+
+
+async def test_timeout_kills_ffmpeg(media: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(TranscodeError, match="timed out") as err:
+        await transcode(
+            media["video"], out, only_rungs=None, timeout_s=0.3, semaphore=None, on_rung_done=None
+        )
+    assert err.value.rung is not None
+    await _assert_no_ffmpeg_left(out)
+
+
+async def test_cancel_and_failing_callback_kill_ffmpeg(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "cancelled"
+    task = asyncio.create_task(
+        transcode(
+            media["video"], out, only_rungs=None, timeout_s=60, semaphore=None, on_rung_done=None
+        )
+    )
+    while not _ffmpeg_procs_touching(out):
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _ffmpeg_procs_touching(out) == []  # killed and reaped before the task ended
+
+    out = tmp_path / "callback"
+
+    def boom(rung: Rung) -> None:
+        raise RuntimeError(f"upload of {rung.name} failed")
+
+    with pytest.raises(RuntimeError, match="upload of 360p failed"):
+        await transcode(
+            media["video"], out, only_rungs=None, timeout_s=60, semaphore=None, on_rung_done=boom
+        )
+    assert _ffmpeg_procs_touching(out) == []
