@@ -46,13 +46,24 @@ def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
         topic_allow_declare=False,
     )
     if "actors" in roles:
-        from streams import asset_actor
+        from streams import asset_actor, engagement_actor
 
         asset_actor.register(app, deps)
+        engagement_actor.register(app, deps)
     if "projections" in roles:
-        from projections import assets_pg
+        from projections import assets_pg, engagement_pg
 
         assets_pg.register(app, deps)
+        engagement_pg.register(app, deps)
+        from projections import clickhouse
+
+        clickhouse.register(app, deps)
+    if "workers" in roles:
+        from streams import janitor, promoter, transcoder
+
+        promoter.register(app, deps)
+        janitor.register(app, deps)
+        transcoder.register(app, deps)
     return app
 
 

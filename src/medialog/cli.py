@@ -158,6 +158,18 @@ def migrate(postgres_only: bool) -> None:
 
 
 @main.command()
+@click.argument("projection", type=click.Choice(["engagement"]))
+def rebuild(projection: str) -> None:
+    """Empty a projection and fold it again from the log (safe while it runs)."""
+    from projections.engagement_rebuild import rebuild_with_settings
+
+    settings = _settings()
+    _logging(settings)
+    report = asyncio.run(rebuild_with_settings(settings))
+    click.echo(f"{projection}: {report.records} records replayed in {report.seconds:.1f}s")
+
+
+@main.command()
 @click.option("--check", is_flag=True, help="only verify; exit 1 if a topic is missing")
 def topics(check: bool) -> None:
     """Create (or verify) the Kafka topics of DESIGN.md."""

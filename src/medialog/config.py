@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # -- uploads -----------------------------------------------------------------------------
     upload_max_bytes: int = Field(default=5 * 1024**3, ge=1)
     upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    upload_grace_s: int = Field(default=600, ge=0)  # completion still accepted this long after
+    expiry_sweep_interval_s: float = Field(default=60.0, gt=0)  # workers: expire stale uploads
 
     # -- authentication (JWT) ------------------------------------------------------------------
     jwt_issuer: str = "medialog"
@@ -72,9 +74,25 @@ class Settings(BaseSettings):
     # -- signed streaming URLs ---------------------------------------------------------------
     signing_keys: SecretStr = SecretStr("")  # "kid:secret[,kid:secret…]"; the first signs
 
+    # -- engagement ----------------------------------------------------------------------------
+    viewer_salt: SecretStr = SecretStr("")  # names anonymous viewers; required by the api role
+    view_threshold_s: float = Field(default=10.0, gt=0)  # watch time that makes a view
+    view_window_s: int = Field(default=3600, ge=1)  # a session's view counts once per window
+
     # -- ffmpeg ------------------------------------------------------------------------------
     ffmpeg_bin: str = "ffmpeg"
     ffprobe_bin: str = "ffprobe"
+
+    # -- transcoding (workers) -----------------------------------------------------------------
+    transcode_concurrency: int = Field(default=1, ge=1)  # jobs (and ffmpeg processes) at once
+    transcode_timeout_s: float = Field(default=1800.0, gt=0)  # per ffmpeg/ffprobe process
+    transcode_max_attempts: int = Field(default=3, ge=1)  # then dead letter + asset failed
+    transcode_backoff_s: float = Field(default=1.0, ge=0)  # retry n waits base * 2**(n-1)
+    transcode_backoff_max_s: float = Field(default=300.0, ge=0)  # cap of one retry's wait
+
+    # -- playback ------------------------------------------------------------------------------
+    playback_ttl_s: int = Field(default=3600, ge=60)  # signed URL lifetime when not asked
+    playback_ttl_max_s: int = Field(default=86400, ge=60)  # longest expires_in accepted
 
     @field_validator("jwt_private_key_file", mode="before")
     @classmethod
@@ -109,6 +127,11 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space of the transcoder (one directory per job, removed when it ends)."""
+        return self.data_dir / "work"
 
     @property
     def presign_endpoint(self) -> str:

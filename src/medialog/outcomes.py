@@ -13,7 +13,10 @@ import asyncpg
 NOTIFY_CHANNEL = "medialog_changes"
 
 # actor name → read-model table holding (id column, version); used for "is it projected yet"
-_READ_MODELS: dict[str, tuple[str, str]] = {"asset": ("assets", "asset_id")}
+_READ_MODELS: dict[str, tuple[str, str]] = {
+    "asset": ("assets", "asset_id"),
+    "engagement": ("likes", "engagement_key"),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +30,8 @@ class Outcome:
     event_ids: list[str] = field(default_factory=list)
     error_code: str | None = None
     error_message: str | None = None
+    error_class: str | None = None  # the domain error's class name (Conflict, Forbidden…)
+    error_details: list[Any] = field(default_factory=list)
     projected: bool = False
 
     @property
@@ -41,7 +46,8 @@ class Outcome:
         if self.status == "accepted":
             body.update(version=self.version, events=self.event_ids, projected=self.projected)
         else:
-            body["error"] = {"code": self.error_code, "message": self.error_message}
+            body["error"] = {"code": self.error_code, "message": self.error_message,
+                             "details": self.error_details}
         return body
 
 
@@ -57,11 +63,14 @@ async def record(
     event_ids: list[str],
     error_code: str | None = None,
     error_message: str | None = None,
+    error_class: str | None = None,
+    error_details: list[Any] | None = None,
 ) -> None:
     await conn.execute(
         "INSERT INTO command_outcomes (command_id, actor, aggregate_id, command_type, actor_id, "
-        "status, version, event_ids, error_code, error_message) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10) ON CONFLICT DO NOTHING",
+        "status, version, event_ids, error_code, error_message, error_class, error_details) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12::jsonb) "
+        "ON CONFLICT DO NOTHING",
         command_id,
         actor,
         aggregate_id,
@@ -72,6 +81,8 @@ async def record(
         json.dumps(event_ids),
         error_code,
         error_message,
+        error_class,
+        json.dumps(error_details) if error_code else None,
     )
     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, command_id)
 
@@ -90,7 +101,8 @@ async def fetch(conn: asyncpg.Connection, command_id: str) -> Outcome:
         current = await conn.fetchval(
             f"SELECT version FROM {table} WHERE {id_col} = $1", row["aggregate_id"]
         )
-        projected = current is not None and current >= row["version"]
+        # version 0: accepted with no event ever (e.g. unliking what was never liked)
+        projected = row["version"] == 0 or (current is not None and current >= row["version"])
     return Outcome(
         command_id=command_id,
         status=row["status"],
@@ -101,5 +113,7 @@ async def fetch(conn: asyncpg.Connection, command_id: str) -> Outcome:
         event_ids=json.loads(row["event_ids"]),
         error_code=row["error_code"],
         error_message=row["error_message"],
+        error_class=row["error_class"],
+        error_details=json.loads(row["error_details"]) if row["error_details"] else [],
         projected=projected,
     )

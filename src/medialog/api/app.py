@@ -21,6 +21,7 @@ from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
 from medialog.issuer import load_private_key, public_jwks
 from medialog.kafka import new_producer
+from medialog.signing import SigningKeys
 from medialog.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,12 @@ async def _auth(app: web.Application) -> AsyncIterator[None]:
         await notifier.stop()
 
 
+async def _signing(app: web.Application) -> AsyncIterator[None]:
+    """Parse the streaming URL keys once; the api refuses to start without valid ones."""
+    app[keys.SIGNING] = SigningKeys.parse(app[keys.SETTINGS].signing_keys.get_secret_value())
+    yield
+
+
 async def _streams(app: web.Application) -> AsyncIterator[None]:
     from streams.app import StreamDeps, create_faust_app
 
@@ -99,6 +106,7 @@ def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
     app.cleanup_ctx.append(_producer)
     if "api" in roles:
         app.cleanup_ctx.append(_auth)
+        app.cleanup_ctx.append(_signing)
     if roles - {"api"}:
         app.cleanup_ctx.append(_streams)
     setup_routes(app, api="api" in roles, serve_jwks=settings.jwt_private_key_file is not None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -10,7 +11,9 @@ from aiokafka.errors import KafkaError
 from medialog import outcomes
 from medialog.api import keys
 from medialog.api.auth import ADMIN, Principal
+from medialog.api.errors import status_of
 from medialog.api.requests import prefer_wait, principal
+from medialog.domain import errors as e
 from medialog.domain.commands import AssetCommand, CommandMeta
 from medialog.domain.errors import NotFound, Unavailable
 from medialog.envelope import encode_command
@@ -41,6 +44,49 @@ async def outcome(app: web.Application, command_id: str, wait: float | None) -> 
     if not wait:
         return await check()
     return await app[keys.NOTIFIER].wait_until(check, lambda o: o.settled, wait)
+
+
+_ERROR_CLASSES: dict[str, type[e.MedialogError]] = {
+    cls.__name__: cls
+    for cls in (e.ValidationError, e.Unauthenticated, e.Forbidden, e.NotFound, e.Conflict,
+                e.PayloadTooLarge, e.Unavailable)
+}
+
+
+def rejection(result: Outcome) -> e.MedialogError:
+    """The domain error a rejected outcome stands for: same class, code, message, details."""
+    cls = _ERROR_CLASSES.get(result.error_class or "")
+    if cls is None:  # recorded before outcomes kept the class (migration 004)
+        cls = e.Forbidden if result.error_code == "NOT_OWNER" else e.Conflict
+    return cls(result.error_message or "the command was rejected", code=result.error_code,
+               details=result.error_details)
+
+
+async def command_response(
+    request: web.Request,
+    cmd_id: str,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """The answer to a write: 202 with the command id (and ``body``). With ``Prefer: wait=N``
+    the outcome is included once settled; a rejected command answers with the status and error
+    shape its domain error would have got if raised here (409 for a Conflict, 403 NOT_OWNER…),
+    plus the command id and outcome."""
+    headers = dict(headers or {})
+    reply: dict[str, Any] = {"command_id": cmd_id, **(body or {})}
+    wait = prefer_wait(request)
+    if wait:
+        result = await outcome(request.app, cmd_id, wait)
+        headers["Preference-Applied"] = f"wait={wait:g}"
+        if result.status == "rejected":
+            exc = rejection(result)
+            error = {"code": exc.code, "message": exc.message, "details": exc.details}
+            return web.json_response(
+                {"error": error, "command_id": cmd_id, "command": result.to_json()},
+                status=status_of(exc), headers=headers,
+            )
+        reply["command"] = result.to_json()
+    return web.json_response(reply, status=202, headers=headers)
 
 
 def visible_to(result: Outcome, who: Principal) -> bool:

@@ -14,6 +14,7 @@ from medialog.api.auth import TokenVerifier
 from medialog.api.notifier import Notifier
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
+from medialog.signing import SigningKeys
 from medialog.storage import BlobStore
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,3 +28,4 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 NOTIFIER = web.AppKey("notifier", Notifier)
 LOCAL_JWKS = web.AppKey("local_jwks", dict[str, Any])
 FAUST = web.AppKey("faust", faust.App)
+SIGNING = web.AppKey("signing", SigningKeys)  # keys of signed streaming URLs, parsed at start

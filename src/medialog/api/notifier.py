@@ -1,13 +1,16 @@
 """Wake waiting requests when PostgreSQL says something changed (LISTEN/NOTIFY).
 
-One listening connection per process; each notification wakes every waiter, which re-checks
-its own condition. Cheap at the scale of ``Prefer: wait`` requests, and never misses a change:
-waiters check before they sleep."""
+One listening connection per process. ``wait_until`` waiters (``Prefer: wait``) are woken by
+every notification and re-check their own condition: cheap at their scale, and never misses a
+change, since waiters check before they sleep. Long-lived watchers of one key (the SSE status
+stream of an asset) use ``watch(key)`` instead: only a notification whose payload is that key
+sets their event, so thousands of open streams do not all wake on every change."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import asyncpg
@@ -21,6 +24,7 @@ class Notifier:
     def __init__(self) -> None:
         self._conn: asyncpg.Connection | None = None
         self._changed = asyncio.Condition()
+        self._watchers: dict[str, set[asyncio.Event]] = {}
 
     async def start(self, dsn: str) -> None:
         self._conn = await asyncpg.connect(dsn)
@@ -31,8 +35,25 @@ class Notifier:
             await self._conn.close()
             self._conn = None
 
-    def _on_notify(self, *_: Any) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for event in self._watchers.get(payload, ()):
+            event.set()
         asyncio.get_running_loop().create_task(self._wake())
+
+    @contextlib.contextmanager
+    def watch(self, key: str) -> Iterator[asyncio.Event]:
+        """An event set whenever a notification names ``key``. Clear it *before* re-reading
+        the state it guards, so a change between the read and the next wait is not lost."""
+        event = asyncio.Event()
+        self._watchers.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._watchers[key]
 
     async def _wake(self) -> None:
         async with self._changed:

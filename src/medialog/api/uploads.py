@@ -1,4 +1,6 @@
-"""``POST /v1/uploads``: validate, mint an asset id, presign a PUT to staging, command the actor."""
+"""Uploads. ``POST /v1/uploads``: validate, mint an asset id, presign a PUT to staging, command
+the actor. ``POST /v1/assets/{id}/complete``: the client says the PUT is done; the asset actor
+checks the staging object (HeadObject) and accepts or rejects the completion."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from medialog.api import keys
+from medialog.api.assets import command_meta, owned_asset
 from medialog.api.auth import ADMIN, CREATOR, require
-from medialog.api.commands import outcome, send_command
-from medialog.api.requests import command_id, correlation_id, prefer_wait, principal, read_json
-from medialog.domain.commands import CommandMeta, RequestUpload
+from medialog.api.commands import command_response, send_command
+from medialog.api.requests import command_id, correlation_id, principal, read_json
+from medialog.domain.commands import CommandMeta, CompleteUpload, RequestUpload
 from medialog.domain.uploads import staging_key, validate_upload
 
 _ASSET_NAMESPACE = uuid.UUID("9f1d2c3b-4a5e-4f60-8172-93a4b5c6d7e8")
@@ -59,15 +62,33 @@ async def create_upload(request: web.Request) -> web.Response:
 
     body = {
         "asset_id": asset_id,
-        "command_id": cmd_id,
         "upload_url": upload_url,
         "method": "PUT",
         "headers": {"Content-Type": spec.content_type},
         "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
     }
-    headers = {"Location": f"/v1/assets/{asset_id}"}
-    wait = prefer_wait(request)
-    if wait:
-        body["command"] = (await outcome(request.app, cmd_id, wait)).to_json()
-        headers["Preference-Applied"] = f"wait={wait:g}"
-    return web.json_response(body, status=202, headers=headers)
+    return await command_response(request, cmd_id, body,
+                                  headers={"Location": f"/v1/assets/{asset_id}"})
+
+
+async def complete_upload(request: web.Request) -> web.Response:
+    """The owner (or an admin) says the bytes are in staging. 202 with the command id; the
+    actor rejects with UPLOAD_MISSING, UPLOAD_SIZE_MISMATCH, UPLOAD_CONTENT_TYPE_MISMATCH,
+    UPLOAD_EXPIRED… (409, with ``Prefer: wait``), or accepts and the promoter takes over."""
+    who = await principal(request)
+    row = await owned_asset(request, who)
+    settings = request.app[keys.SETTINGS]
+    asset_id = row["asset_id"]
+    cmd_id = command_id(request, who, f"complete:{asset_id}")
+    now = datetime.now(UTC)
+    command = CompleteUpload(
+        requested_by=who.user_id,
+        is_admin=who.has_any(ADMIN),
+        max_bytes=settings.upload_max_bytes,
+        now=now,
+        grace_s=settings.upload_grace_s,
+    )
+    await send_command(request.app, "commands.asset", asset_id, command,
+                       command_meta(request, who, cmd_id, now))
+    return await command_response(request, cmd_id, {"asset_id": asset_id},
+                                  headers={"Location": f"/v1/assets/{asset_id}"})

@@ -78,6 +78,7 @@ class EmbeddedStack:
         state.setdefault("s3_access_key", "ML" + secrets.token_hex(9).upper())
         state.setdefault("s3_secret_key", secrets.token_urlsafe(30))
         state.setdefault("signing_secret", secrets.token_urlsafe(32))
+        state.setdefault("viewer_salt", secrets.token_urlsafe(32))
         state["ports"] = self._choose_ports(state.get("ports", {}))
         return state
 
@@ -241,5 +242,6 @@ class EmbeddedStack:
             "s3_access_key": state["s3_access_key"],
             "s3_secret_key": state["s3_secret_key"],
             "signing_keys": f"{SIGNING_KID}:{state['signing_secret']}",
+            "viewer_salt": state["viewer_salt"],
             "jwt_private_key_file": self.data_dir / "keys" / "jwt-private.pem",
         }

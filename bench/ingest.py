@@ -1,0 +1,314 @@
+"""Benchmark of playback-report ingestion through the real api, against a raw baseline.
+
+Run: ``.venv/bin/python bench/ingest.py [--duration 10] [--concurrency 64] [--rate 2000]``.
+
+It starts its own ``medialog dev`` (embedded stack + every role, one process) on a temporary
+data directory and a free loopback port, then, with one aiohttp client in this process:
+
+1. RAW BASELINE: a bare aiohttp server (its own process) whose handler returns 202 and does
+   nothing, driven by the same client, same bodies and headers, same concurrency and duration;
+2. INGEST: ``POST /v1/assets/{id}/views`` with RS256 JWTs (signed-in viewers): authentication,
+   asset lookup, validation, and a 202 only after the broker acknowledged (acks=all);
+   prints accepted reports/s, p50/p99 latency, and ours ÷ raw (goal ≥ 0.5; exit 1 if not met);
+3. LAG: reports offered open-loop at ``--rate``/s for ``--lag-duration`` s, each a new session
+   whose one report crosses the threshold, and the time from its 202 to its counted view being
+   visible in PostgreSQL (``view_sessions``, polled every ``--poll-ms``): p50/p99/max.
+
+Everything is bounded (durations, concurrency, timeouts) and stays on 127.0.0.1. Note the whole
+system shares this machine's cores with the client: the api process also runs the actors and
+projections (PostgreSQL and ClickHouse) that fold these very reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+GOAL_RATIO = 0.5
+READY_TIMEOUT_S = 180
+USERS = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{url} exited {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    sys.exit(f"{url} not ready in {READY_TIMEOUT_S}s; see {log}")
+
+
+@contextlib.contextmanager
+def process(args: list[str], ready_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A child in its own process group, stopped (SIGINT, then SIGKILL) on the way out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIALOG_")}
+    env["MEDIALOG_LOG_LEVEL"] = "WARNING"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        wait_ready(ready_url, proc, log)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+# -- the raw baseline server (run as: bench/ingest.py --serve-baseline PORT) ----------------------
+
+
+async def _bare(request: web.Request) -> web.Response:
+    return web.Response(status=202)
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def serve_baseline(port: int) -> None:
+    app = web.Application()
+    app.router.add_post("/v1/assets/{asset_id}/views", _bare)
+    app.router.add_get("/health/ready", _ok)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def closed_loop(http: aiohttp.ClientSession, url_of: Callable[[int], str],
+                      headers_of: Callable[[int], dict[str, str]], concurrency: int,
+                      duration: float) -> dict[str, Any]:
+    """``concurrency`` workers posting back to back for ``duration`` s; 202s/s and latencies."""
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    stop_at = time.perf_counter() + duration
+    counter = iter(range(10**9))
+
+    async def worker() -> None:
+        while time.perf_counter() < stop_at:
+            n = next(counter)
+            body = {"session_id": f"bench-{n:012d}", "watch_seconds": 4.0, "position": 4.0,
+                    "device": "bench", "country": "DE"}
+            began = time.perf_counter()
+            async with http.post(url_of(n), json=body, headers=headers_of(n)) as r:
+                await r.read()
+                if r.status == 202:
+                    latencies.append(time.perf_counter() - began)
+                else:
+                    errors[r.status] = errors.get(r.status, 0) + 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    return {"rate": len(latencies) / elapsed, "p50": pct(latencies, 0.5),
+            "p99": pct(latencies, 0.99), "accepted": len(latencies), "errors": errors}
+
+
+async def lag_run(http: aiohttp.ClientSession, base: str, assets: list[str],
+                  tokens: list[str], pool: asyncpg.Pool, rate: float, duration: float,
+                  poll_s: float, max_inflight: int) -> dict[str, Any]:
+    """Open loop at ``rate``/s; each report opens a session and crosses the threshold."""
+    acked: dict[tuple[str, str, str], float] = {}
+    visible: dict[tuple[str, str, str], float] = {}
+    errors = 0
+    gate = asyncio.Semaphore(max_inflight)
+    sending = True
+
+    async def one(n: int) -> None:
+        nonlocal errors
+        asset, user = assets[n % len(assets)], n % USERS
+        session = f"lag-{n:012d}"
+        async with gate, http.post(f"{base}/v1/assets/{asset}/views",
+                             json={"session_id": session, "watch_seconds": 12.0},
+                             headers={"Authorization": f"Bearer {tokens[user]}"}) as r:
+            await r.read()
+            if r.status == 202:
+                acked[(asset, f"user{user}", session)] = time.perf_counter()
+            else:
+                errors += 1
+
+    async def poll() -> None:
+        while sending or len(visible) < len(acked):
+            pending = [k for k in acked if k not in visible]
+            if pending:
+                rows = await pool.fetch(
+                    "SELECT s.asset_id, s.viewer_key, s.session_id FROM view_sessions s JOIN "
+                    "unnest($1::text[], $2::text[], $3::text[]) AS k(a, v, sid) ON "
+                    "s.asset_id = k.a AND s.viewer_key = k.v AND s.session_id = k.sid "
+                    "WHERE s.counted_at IS NOT NULL",
+                    [k[0] for k in pending], [k[1] for k in pending], [k[2] for k in pending])
+                now = time.perf_counter()
+                for r in rows:
+                    visible.setdefault((r[0], r[1], r[2]), now)
+            await asyncio.sleep(poll_s)
+
+    poller = asyncio.create_task(poll())
+    tasks: list[asyncio.Task[None]] = []
+    began = time.perf_counter()
+    total = int(rate * duration)
+    for n in range(total):
+        delay = began + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
+    sent_for = time.perf_counter() - began
+    sending = False
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(poller, 60)
+    lags = [visible[k] - t for k, t in acked.items() if k in visible]
+    return {"offered": rate, "achieved": len(acked) / sent_for, "acked": len(acked),
+            "visible": len(lags), "errors": errors, "p50": pct(lags, 0.5),
+            "p99": pct(lags, 0.99), "max": max(lags, default=float("nan"))}
+
+
+# -- main --------------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, data_dir: Path, api_port: int, raw_port: int) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from medialog.issuer import load_private_key, mint_token
+
+    state = json.loads((data_dir / "stack.json").read_text())
+    key = load_private_key(data_dir / "keys" / "jwt-private.pem")
+
+    def token(user: str, role: str) -> str:
+        return mint_token(key, user=user, roles=[role], issuer="medialog",
+                          audience="medialog-api", ttl_s=3600)
+
+    tokens = [token(f"user{i}", "viewer") for i in range(USERS)]
+    api, raw = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{raw_port}"
+    conn = aiohttp.TCPConnector(limit=args.concurrency * 2)
+    async with aiohttp.ClientSession(connector=conn,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as http:
+        assets = []
+        for i in range(8):
+            async with http.post(f"{api}/v1/uploads", headers={
+                    "Authorization": f"Bearer {token('benchcreator', 'creator')}",
+                    "Prefer": "wait=20"},
+                    json={"filename": f"b{i}.mp4", "content_type": "video/mp4",
+                          "size_bytes": 1000}) as r:
+                assets.append((await r.json())["asset_id"])
+
+        def headers_of(n: int) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tokens[n % USERS]}"}
+
+        def url(base: str) -> Callable[[int], str]:
+            return lambda n: f"{base}/v1/assets/{assets[n % len(assets)]}/views"
+
+        print(f"closed loop: {args.concurrency} concurrent requests, {args.duration:g} s each")
+        await closed_loop(http, url(raw), headers_of, args.concurrency, 1.0)  # warm-up
+        baseline = await closed_loop(http, url(raw), headers_of, args.concurrency, args.duration)
+        await closed_loop(http, url(api), headers_of, args.concurrency, 1.0)
+        ours = await closed_loop(http, url(api), headers_of, args.concurrency, args.duration)
+        ratio = ours["rate"] / baseline["rate"]
+        for name, r in (("raw baseline (bare aiohttp 202)", baseline),
+                        ("ingest (real api, JWT, acks=all)", ours)):
+            print(f"  {name:34s} {r['rate']:8.0f} req/s   p50 {r['p50'] * 1e3:6.1f} ms   "
+                  f"p99 {r['p99'] * 1e3:6.1f} ms   non-202: {r['errors'] or 0}")
+        print(f"  ratio ingest / raw: {ratio:.2f}  (goal ≥ {GOAL_RATIO})")
+
+        await asyncio.sleep(args.settle)  # let the projections drain the flood first
+        dsn = f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog"
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            lag = await lag_run(http, api, assets, tokens, pool, args.rate, args.lag_duration,
+                                args.poll_ms / 1000, max_inflight=args.concurrency * 4)
+        finally:
+            await pool.close()
+        print(f"lag, 202 → counted view visible in PostgreSQL (poll {args.poll_ms} ms): offered "
+              f"{lag['offered']:.0f}/s, achieved {lag['achieved']:.0f}/s, visible "
+              f"{lag['visible']}/{lag['acked']}, errors {lag['errors']}")
+        print(f"  p50 {lag['p50'] * 1e3:.0f} ms   p99 {lag['p99'] * 1e3:.0f} ms   "
+              f"max {lag['max'] * 1e3:.0f} ms")
+        views = await _total_views(dsn, assets)
+        print(f"  counted views of the bench assets: {views} "
+              f"(= every accepted lag report + every closed-loop report is 4 s, below threshold)")
+    return 0 if ratio >= GOAL_RATIO else 1
+
+
+async def _total_views(dsn: str, assets: list[str]) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM asset_stats "
+                                       "WHERE asset_id = ANY($1::text[])", assets))
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per closed loop")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=2000.0, help="offered reports/s (lag)")
+    parser.add_argument("--lag-duration", type=float, default=10.0)
+    parser.add_argument("--poll-ms", type=int, default=20)
+    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_baseline:
+        serve_baseline(args.serve_baseline)
+        return 0
+    args.duration = min(max(args.duration, 1.0), 60.0)
+    args.lag_duration = min(max(args.lag_duration, 1.0), 60.0)
+    args.concurrency = min(max(args.concurrency, 1), 512)
+
+    data_dir = Path(tempfile.mkdtemp(prefix="medialog-bench-"))
+    data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+    api_port, raw_port = free_port(), free_port()
+    try:
+        with process([sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir),
+                      "--port", str(api_port)], f"http://127.0.0.1:{api_port}/health/ready",
+                     data_dir / "dev.log"), \
+             process([sys.executable, __file__, "--serve-baseline", str(raw_port)],
+                     f"http://127.0.0.1:{raw_port}/health/ready", data_dir / "baseline.log"):
+            print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}")
+            return asyncio.run(run(args, data_dir, api_port, raw_port))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Benchmark of the projections against a raw insert of the same rows, measured in the same run.
+
+    .venv/bin/python bench/projections.py [--events N] [--batch B] [--repeats R]
+
+**ClickHouse half.** Our path is ``ClickHouseProjection.apply`` — exactly what the agent runs on
+the ClickHouse thread for each ``take_events`` batch: read the stored positions, decode the
+CloudEvents, read the touched sessions' states and already-stored report ids, fold the view
+reports through the counting rule, insert ``views`` then ``events`` (whose materialized view
+advances the positions). It is fed pre-encoded CloudEvents batches (a mix of the four public
+topics; view reports in sessions of several reports) against chDB in a temporary directory.
+The RAW BASELINE inserts exactly the rows our path writes (built beforehand) with
+clickhouse-connect, batch by batch, into tables of identical structure (no materialized view,
+no reads). Both start from empty tables each repeat; the best repeat counts. Printed: both
+rates in events/s and ours ÷ raw (goal ≥ 0.5; exit status 1 when it is not met).
+
+**PostgreSQL half.** See ``postgres_half`` below: left for the PostgreSQL projections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+# This file is named like the ``projections`` package: keep its own directory off the path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+try:
+    import medialog  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path[:0] = [str(_HERE.parent / "src"), str(_HERE.parent)]
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from medialog.domain import events as e
+from medialog.domain.views import ViewRule
+from medialog.envelope import decode_event, encode_event, make_event
+from medialog.migrate import statements
+from medialog.resources import schemas_dir
+from medialog.tracking import Position
+from projections.clickhouse import ClickHouseProjection
+from projections.clickhouse_rows import (
+    EVENT_COLUMNS,
+    VIEW_COLUMNS,
+    ViewFold,
+    ViewRecord,
+    event_row,
+)
+
+GOAL = 0.5
+PARTITIONS = 4
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+# -- the workload ---------------------------------------------------------------------------
+
+
+def workload(n: int, seed: int = 7) -> list[tuple[Position, bytes]]:
+    """``n`` encoded events in log order: 70 % view reports (sessions of 6 reports of 3 s),
+    10 % asset events, 10 % likes, 10 % playback issued, over 200 assets."""
+    rng = random.Random(seed)
+    assets = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(200)]
+    offsets = {(t, p): 0 for t in ("events.views", "events.asset", "events.engagement",
+                                   "events.access") for p in range(PARTITIONS)}
+    sessions: dict[str, tuple[str, int]] = {}
+    out: list[tuple[Position, bytes]] = []
+    for i in range(n):
+        asset = rng.choice(assets)
+        at = T0 + timedelta(seconds=i)
+        roll = rng.random()
+        if roll < 0.7:
+            topic, seq = "events.views", None
+            session, left = sessions.get(asset) or (uuid.uuid4().hex, 6)
+            sessions[asset] = (session, left - 1) if left > 1 else (uuid.uuid4().hex, 6)
+            payload: Any = e.ViewReported(
+                asset_id=asset, owner_id="creator", viewer_key=f"viewer-{session[:6]}",
+                signed_in=True, session_id=session, watch_seconds=3.0, duration_s=120.0,
+                position=float(6 - left) * 3, device="web", country="DE")
+        elif roll < 0.8:
+            topic, seq = "events.asset", i + 1
+            payload = e.MetadataUpdated(asset_id=asset, title=f"title {i}")
+        elif roll < 0.9:
+            topic, seq = "events.engagement", 1
+            payload = e.Liked(asset_id=asset, user_id=f"user-{i}", owner_id="creator")
+        else:
+            topic, seq = "events.access", None
+            payload = e.PlaybackIssued(asset_id=asset, owner_id="creator", user_id=f"user-{i}",
+                                       expires_at=at + timedelta(hours=1), ip_bound=False,
+                                       key_id="k1", download=False)
+        key = (topic, zlib.crc32(asset.encode()) % PARTITIONS)
+        event = make_event(payload, subject=asset, event_id=str(uuid.uuid4()), time=at,
+                           sequence=seq)
+        out.append((Position(topic, key[1], offsets[key]), encode_event(event)))
+        offsets[key] += 1
+    return out
+
+
+def batches(records: list[Any], size: int) -> list[list[Any]]:
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+# -- ClickHouse half --------------------------------------------------------------------------
+
+
+def migrate(client: Client) -> None:
+    for path in sorted((schemas_dir() / "migrations" / "clickhouse").glob("*.sql")):
+        for sql in statements(path.read_text()):
+            client.command(sql)
+    for table in ("events", "views"):  # the raw side: same structure, nothing attached
+        client.command(f"CREATE TABLE raw_{table} AS {table}")
+
+
+def truncate(client: Client, *tables: str) -> None:
+    for table in tables:
+        client.command(f"TRUNCATE TABLE {table}")
+
+
+def raw_rows(work: list[list[tuple[Position, bytes]]], rule: ViewRule
+             ) -> list[tuple[list[list[Any]], list[list[Any]]]]:
+    """Per batch, the (views rows, events rows) our path writes: built once, outside timing."""
+    fold = ViewFold(rule, {}, {})
+    out = []
+    for batch in work:
+        before = len(fold.rows)
+        events = []
+        for position, raw in batch:
+            event, payload = decode_event(raw)
+            events.append(event_row(position, event))
+            if isinstance(payload, e.ViewReported):
+                fold.add(ViewRecord(position, event, payload))
+        out.append((fold.rows[before:], events))
+    return out
+
+
+def best_of(runs: list[tuple[Callable[[], None], Callable[[], None]]], repeats: int) -> list[float]:
+    """Best wall time of each ``(run, reset)``, the runs alternating within each repeat so that
+    both sides see the same background load (the machine may be shared)."""
+    best = [float("inf")] * len(runs)
+    for _ in range(repeats):
+        for i, (fn, reset) in enumerate(runs):
+            reset()
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def clickhouse_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
+    rule = ViewRule(threshold_s=10, window_s=3600)
+    work = batches(workload(n), batch)
+    rows = raw_rows(work, rule)
+    with tempfile.TemporaryDirectory(prefix="bench-chdb-") as tmp:
+        client = clickhouse_connect.get_client(dsn=f"chdb://{tmp}/chdb")
+        try:
+            migrate(client)
+            projection = ClickHouseProjection(rule)
+
+            def ours() -> None:
+                for b in work:
+                    projection.apply(client, b)
+
+            def raw() -> None:
+                for views, events in rows:
+                    if views:
+                        client.insert("raw_views", views, column_names=VIEW_COLUMNS)
+                    client.insert("raw_events", events, column_names=EVENT_COLUMNS)
+
+            ours_s, raw_s = best_of([
+                (ours, lambda: truncate(client, "events", "views", "projection_positions")),
+                (raw, lambda: truncate(client, "raw_events", "raw_views")),
+            ], repeats)
+            # Same rows on both sides (the check that the comparison is fair).
+            for table in ("events", "views"):
+                mine = client.query(f"SELECT count(), sum(cityHash64(id)) FROM {table} FINAL")
+                theirs = client.query(f"SELECT count(), sum(cityHash64(id)) FROM raw_{table}")
+                assert mine.result_rows == theirs.result_rows, table
+        finally:
+            client.close()
+    return n / ours_s, n / raw_s
+
+
+# -- PostgreSQL half --------------------------------------------------------------------------
+
+
+def postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float] | None:
+    """TO BE ADDED (PostgreSQL projections): our PG projection path (``runner.apply_batch`` with
+    the projection's ``apply``) vs a raw asyncpg ``COPY`` of the same rows into identical
+    tables, on a PostgreSQL started with ``medialog.embedded.postgres.Postgres`` in a temporary
+    directory, same batch size. Return (ours events/s, raw events/s), or None when not measured."""
+    return None
+
+
+def report(name: str, ours: float, raw: float) -> bool:
+    ratio = ours / raw
+    print(f"{name}: ours {ours:,.0f} events/s, raw insert {raw:,.0f} events/s, "
+          f"ratio {ratio:.2f} (goal >= {GOAL})")
+    return ratio >= GOAL
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events per repeat")
+    parser.add_argument("--batch", type=int, default=1000, help="events per batch (as the agent)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats; the best is reported")
+    args = parser.parse_args(argv)
+    ok = report("clickhouse", *clickhouse_half(args.events, args.batch, max(1, args.repeats)))
+    pg = postgres_half(args.events, args.batch, max(1, args.repeats))
+    if pg is None:
+        print("postgresql: not measured yet (see postgres_half)")
+    else:
+        ok = report("postgresql", *pg) and ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Projection "clickhouse": every event of the public topics → ClickHouse (what analysts read).
+
+Reads ``events.asset``, ``events.engagement``, ``events.views`` and ``events.access`` in batches
+(``take_events``) and writes, per batch, one insert into ``views`` (each view report with the
+verdict of the view-counting rule) and then one insert into ``events`` (every event).
+
+**Why positions live in ClickHouse and not in PostgreSQL.** A ClickHouse insert cannot join a
+PostgreSQL transaction, so "rows and offset in one commit" (STYLE.md §12) is impossible here.
+Instead (a) every insert is idempotent: both tables are ReplacingMergeTree keyed on the event
+id and a replayed record yields the identical row, so re-delivery only re-inserts what merges
+away, and every query reads FINAL; and (b) the position is written *by the same insert* as the
+batch's event rows: the materialized view ``events_positions`` turns each insert into
+``events`` into ``(topic, partition, max(offset))`` rows of ``projection_positions``
+(ReplacingMergeTree, version = offset). The views insert comes first, so a stored position
+always covers rows that exist. A crash anywhere re-delivers at most the batch, which changes no
+figure. Keeping it all in ClickHouse also means dropping the ClickHouse database and replaying
+the log rebuilds it with no PostgreSQL state to reset.
+
+**Verdicts under replay.** The rule is a fold per session (``medialog.domain.views``). Each views
+row stores the session state after it; a batch continues from each session's latest row *below
+the batch's first offset on that partition* (a session's reports share the asset's partition,
+in log order). So a verdict depends on the log alone, whatever the batch boundaries or however
+often it is replayed. A report whose event id is already stored at another position (the same
+report re-published: a duplicate on the log) gets no row and does not move the fold.
+
+All ClickHouse work of a batch runs in one call on the ``Analytics`` thread (sync client)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import faust
+from clickhouse_connect.driver.client import Client
+
+from medialog.clickhouse import Analytics
+from medialog.domain.events import ViewReported
+from medialog.domain.views import SessionState, ViewRule
+from medialog.envelope import CloudEvent, decode_event
+from medialog.tracking import Position
+from projections.clickhouse_rows import (
+    EVENT_COLUMNS,
+    VIEW_COLUMNS,
+    SessionKey,
+    ViewFold,
+    ViewRecord,
+    decode_state,
+    event_row,
+    first_offsets,
+)
+from projections.runner import events_of
+from streams.app import StreamDeps
+
+log = logging.getLogger(__name__)
+NAME = "projection.clickhouse"  # also written by the events_positions view (002_analytics.sql)
+TOPICS = ("events.asset", "events.engagement", "events.views", "events.access")
+BATCH_SIZE = 1000
+BATCH_WITHIN_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: records past the stored positions, rows written, verdicts."""
+
+    applied: int = 0
+    events: int = 0
+    views: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+
+# One read per batch: the stored positions of the batch's topics, and for each session the
+# batch touches, its state and report ids below the batch (on the session's partition).
+_READ_POSITIONS = """SELECT 'position' AS kind, topic AS k1, toString(partition) AS k2, '' AS k3,
+  max(offset) AS top, '' AS st, CAST([], 'Array(String)') AS ids
+FROM projection_positions WHERE consumer = {name:String} AND topic IN {topics:Array(String)}
+GROUP BY topic, partition"""
+_READ_SESSIONS = """
+UNION ALL
+SELECT 'session', asset_id, viewer_key, session_id, max(offset), argMax(state, offset),
+  groupArray(id)
+FROM views
+WHERE asset_id IN {assets:Array(String)} AND session_id IN {sessions:Array(String)}
+  AND offset < arrayElement({below:Array(UInt64)},
+                            indexOf({parts:Array(String)}, concat(topic, '/', toString(partition))))
+GROUP BY asset_id, viewer_key, session_id"""
+
+
+def _log_order(record: tuple[Position, bytes]) -> tuple[str, int, int]:
+    p = record[0]
+    return p.topic, p.partition, p.offset
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What ClickHouse already holds for a batch (see ``ClickHouseProjection.read``)."""
+
+    positions: dict[tuple[str, int], int]
+    states: dict[SessionKey, SessionState]
+    ids: dict[SessionKey, frozenset[str]]
+
+
+class ClickHouseProjection:
+    """Applies batches of raw records; call :meth:`apply` on the ClickHouse thread."""
+
+    def __init__(self, rule: ViewRule) -> None:
+        self.rule = rule
+
+    def apply(self, client: Client, batch: Sequence[tuple[Position, bytes]]) -> BatchResult:
+        """Fold the whole batch (records at or below the stored positions too: they recompute
+        their stored rows), then write the rows of the records past the positions."""
+        result = BatchResult()
+        if not batch:
+            return result
+        decoded: list[tuple[Position, CloudEvent]] = []
+        views: list[ViewRecord] = []
+        for position, raw in sorted(batch, key=_log_order):
+            try:
+                event, payload = decode_event(raw)
+            except ValueError:
+                log.error("projection %s: skipping undecodable record at %s", NAME, position)
+                continue
+            decoded.append((position, event))
+            if isinstance(payload, ViewReported):
+                views.append(ViewRecord(position, event, payload))
+        stored = self.read(client, {p.topic for p, _ in batch}, views)
+
+        def fresh(p: Position) -> bool:
+            return p.offset > stored.positions.get((p.topic, p.partition), -1)
+
+        rows = [event_row(p, e) for p, e in decoded if fresh(p)]
+        result.applied = len(rows)
+        if views:
+            fold = ViewFold(self.rule, stored.states, stored.ids)
+            for record in views:
+                fold.add(record, write=fresh(record.position))
+            if fold.rows:
+                client.insert("views", fold.rows, column_names=VIEW_COLUMNS)
+            result.views, result.verdicts = len(fold.rows), fold.verdicts
+        if rows:  # last: its materialized view advances the positions
+            client.insert("events", rows, column_names=EVENT_COLUMNS)
+            result.events = len(rows)
+        return result
+
+    @staticmethod
+    def read(client: Client, topics: set[str], views: list[ViewRecord]) -> Stored:
+        sql, params = _READ_POSITIONS, {"name": NAME, "topics": sorted(topics)}
+        keys = {(v.report.asset_id, v.report.viewer_key, v.report.session_id) for v in views}
+        if views:
+            below = first_offsets(views)
+            sql += _READ_SESSIONS
+            params.update(
+                assets=sorted({k[0] for k in keys}),
+                sessions=sorted({k[2] for k in keys}),
+                parts=[f"{t}/{p}" for t, p in below],
+                below=list(below.values()),
+            )
+        out = Stored({}, {}, {})
+        for kind, k1, k2, k3, top, state, ids in client.query(sql, parameters=params).result_rows:
+            if kind == "position":
+                out.positions[(k1, int(k2))] = int(top)
+            elif (k1, k2, k3) in keys:  # the filter above is per column: keep exact sessions
+                out.states[(k1, k2, k3)] = decode_state(state)
+                out.ids[(k1, k2, k3)] = frozenset(ids)
+        return out
+
+
+async def apply_with_retry(
+    analytics: Analytics, projection: ClickHouseProjection, batch: list[tuple[Position, bytes]]
+) -> BatchResult:
+    """Apply until ClickHouse takes it: a failed batch is retried (inserts are idempotent)
+    rather than acknowledged, because Faust acknowledges what an agent gives up on."""
+    delay = 0.5
+    while True:
+        try:
+            return await analytics.run(lambda c: projection.apply(c, batch))
+        except Exception:  # any failure: retry the whole idempotent batch
+            log.exception("projection %s: batch of %d failed; retrying in %.1fs",
+                          NAME, len(batch), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+
+def register(app: faust.App, deps: StreamDeps) -> None:
+    s = deps.settings
+    analytics = deps.analytics
+    if analytics is None:
+        raise RuntimeError("the ClickHouse projection needs ClickHouse (Analytics)")
+    projection = ClickHouseProjection(
+        ViewRule(threshold_s=s.view_threshold_s, window_s=s.view_window_s)
+    )
+    topic = app.topic(*(s.topic(t) for t in TOPICS), key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw")
+
+    @app.agent(topic, name="projection-clickhouse")
+    async def clickhouse_projection(stream: faust.StreamT[bytes]) -> None:
+        batches = stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+        async for batch in batches:  # (StreamT does not declare take_events; Stream has it)
+            result = await apply_with_retry(analytics, projection, events_of(batch))
+            if result.applied:
+                log.debug("projection %s: %d applied, %d view rows %s",
+                          NAME, result.applied, result.views, result.verdicts)

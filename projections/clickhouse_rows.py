@@ -1,0 +1,131 @@
+"""Rows of the ClickHouse projection, built from decoded records. Pure: no I/O.
+
+``event_row`` turns any event into a row of ``events``; ``ViewFold`` folds the view reports of a
+batch through the view-counting rule (``medialog.domain.views``) and yields ``views`` rows with
+their verdicts. The fold starts from what the caller read from ClickHouse for each session the
+batch touches (the state stored with its latest row below the batch, and its report ids there),
+so the rows depend only on the log: a replay, batched any way, yields the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic_core import to_json
+
+from medialog.domain.events import ViewReported
+from medialog.domain.views import Report, SessionState, Verdict, ViewRule, observe
+from medialog.envelope import CloudEvent
+from medialog.tracking import Position
+
+EVENT_COLUMNS = (
+    "id", "type", "source", "subject", "sequence", "time", "actor_id", "actor_roles",
+    "causation_id", "correlation_id", "data", "topic", "partition", "offset",
+)
+VIEW_COLUMNS = (
+    "id", "time", "asset_id", "owner_id", "viewer_key", "signed_in", "session_id", "watch_ms",
+    "duration_s", "position", "device", "country", "referrer", "verdict", "state", "topic",
+    "partition", "offset",
+)
+SessionKey = tuple[str, str, str]  # (asset_id, viewer_key, session_id): one session of the rule
+_STATE = TypeAdapter(SessionState)
+
+
+def event_row(position: Position, event: CloudEvent) -> list[Any]:
+    """The ``events`` row: the envelope's attributes and the payload as it is on the log."""
+    return [
+        event.id, event.type, event.source, event.subject, event.sequence, event.time,
+        event.actorid or "", event.actorroles or "", event.causationid or "",
+        event.correlationid or "", to_json(event.data).decode(),
+        position.topic, position.partition, position.offset,
+    ]
+
+
+def session_key(report: ViewReported) -> SessionKey:
+    return (report.asset_id, report.viewer_key, report.session_id)
+
+
+def encode_state(state: SessionState) -> str:
+    """The state kept with a row, without the rule's ``recent_ids``: the projection recognises
+    duplicates exactly, from the ids stored (``ViewFold``), so the rule never needs them."""
+    return _STATE.dump_json(replace(state, recent_ids=())).decode()
+
+
+def decode_state(raw: str) -> SessionState:
+    return _STATE.validate_json(raw)
+
+
+@dataclass(frozen=True)
+class ViewRecord:
+    position: Position
+    event: CloudEvent
+    report: ViewReported
+
+
+@dataclass
+class ViewFold:
+    """The view rows of one batch. Feed records in log order (per partition, by offset).
+
+    ``states``: each touched session's state as of just below the batch (absent: new session).
+    ``stored``: each touched session's report ids stored below the batch. A report whose id is
+    stored, or was seen earlier in the batch, is a duplicate (the same report re-published on
+    the log): it gets no row and moves no state. Every other report is folded; ``write=False``
+    (a record already applied, re-delivered with the batch) folds it without keeping its row,
+    which ClickHouse holds already, identical."""
+
+    rule: ViewRule
+    states: dict[SessionKey, SessionState]
+    stored: Mapping[SessionKey, frozenset[str]]
+    rows: list[list[Any]] = field(default_factory=list)
+    verdicts: dict[str, int] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
+
+    def add(self, record: ViewRecord, *, write: bool = True) -> Verdict:
+        r, event = record.report, record.event
+        key = session_key(r)
+        if event.id in self._seen or event.id in self.stored.get(key, ()):
+            return self._count(Verdict.DUPLICATE, write)
+        self._seen.add(event.id)
+        seen = observe(
+            self.rule,
+            self.states.get(key, _NEW),
+            Report(report_id=event.id, at=event.time, watch_seconds=r.watch_seconds,
+                   duration_s=r.duration_s),
+        )
+        if seen.verdict is Verdict.DUPLICATE:
+            return self._count(seen.verdict, write)
+        self.states[key] = seen.state
+        if write:
+            p = record.position
+            self.rows.append([
+                event.id, event.time, r.asset_id, r.owner_id, r.viewer_key, int(r.signed_in),
+                r.session_id, seen.watched_ms, r.duration_s, r.position, r.device or "",
+                r.country or "", r.referrer or "", seen.verdict.value, encode_state(seen.state),
+                p.topic, p.partition, p.offset,
+            ])
+        return self._count(seen.verdict, write)
+
+    def _count(self, verdict: Verdict, write: bool) -> Verdict:
+        if write:
+            self.verdicts[verdict.value] = self.verdicts.get(verdict.value, 0) + 1
+        return verdict
+
+
+_NEW = SessionState()
+
+
+def first_offsets(records: Iterable[ViewRecord]) -> dict[tuple[str, int], int]:
+    """Per (topic, partition), the lowest offset among ``records``: states are read below it."""
+    low: dict[tuple[str, int], int] = {}
+    for rec in records:
+        key = (rec.position.topic, rec.position.partition)
+        low[key] = min(low.get(key, rec.position.offset), rec.position.offset)
+    return low
+
+
+def utc(value: datetime) -> datetime:
+    """chDB returns DateTime64('UTC') values without their zone: they are UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,177 @@
+"""Engagement routes: playback reports, likes and an asset's counters.
+
+* ``POST /v1/assets/{id}/views`` — signed in or anonymous. A valid report for an asset the
+  caller may watch is appended as ``ViewReported`` to ``events.views`` (key = asset id) and
+  answered ``202`` only once the broker acknowledged it (acks=all). Whether it makes a view
+  count is decided later by the projection (``medialog.domain.views``). Reports share the api's
+  one producer, so concurrent requests share its batches (linger).
+* ``PUT`` / ``DELETE /v1/assets/{id}/like`` — signed in, any role: a ``Like``/``Unlike``
+  command to the engagement actor. With ``Prefer: wait=N`` the answer waits for the outcome to
+  be projected and is ``200 {liked, like_count, …}``; otherwise (or if not settled in time)
+  ``202 {liked: <asked>, command_id}``. Repeating a like is an accepted no-op.
+* ``GET /v1/assets/{id}/stats`` — signed in or anonymous: ``view_count``, ``like_count``,
+  ``watch_seconds_total`` and, when signed in, ``liked_by_me``.
+
+Every route answers ``404 ASSET_NOT_FOUND`` for an unknown, deleted or expired asset and for a
+private one the caller neither owns nor administers (``domain.view_reports.check_viewable``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from medialog.api import keys
+from medialog.api.auth import ADMIN, Principal
+from medialog.api.commands import outcome, send_command
+from medialog.api.engagement_queries import AssetLookup, fetch_stats
+from medialog.api.requests import (
+    command_id,
+    correlation_id,
+    optional_principal,
+    prefer_wait,
+    principal,
+    read_json,
+)
+from medialog.domain.commands import CommandMeta, Like, Unlike
+from medialog.domain.engagement import engagement_key
+from medialog.domain.errors import NotFound, Unavailable
+from medialog.domain.events import ViewReported
+from medialog.domain.view_reports import (
+    AssetRef,
+    anonymous_viewer_key,
+    check_viewable,
+    validate_view_report,
+)
+from medialog.envelope import CONTENT_TYPE, encode_event, make_event
+
+_HEADERS = [("content-type", CONTENT_TYPE.encode())]
+
+
+@dataclass(frozen=True)
+class EngagementDeps:
+    assets: AssetLookup
+    viewer_salt: bytes
+
+
+ENGAGEMENT = web.AppKey("engagement", EngagementDeps)
+
+
+async def engagement_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context (after the PostgreSQL pool's): refuses to start without a viewer salt."""
+    salt = app[keys.SETTINGS].viewer_salt.get_secret_value()
+    if not salt:
+        raise ValueError("MEDIALOG_VIEWER_SALT must be set (it names anonymous viewers)")
+    app[ENGAGEMENT] = EngagementDeps(assets=AssetLookup(app[keys.PG]), viewer_salt=salt.encode())
+    yield
+
+
+def _asset_id(request: web.Request) -> str:
+    try:
+        return str(uuid.UUID(request.match_info["asset_id"]))
+    except ValueError as exc:
+        raise NotFound("no such asset", code="ASSET_NOT_FOUND") from exc
+
+
+async def _viewable(request: web.Request, who: Principal | None) -> AssetRef:
+    asset_id = _asset_id(request)
+    ref = await request.app[ENGAGEMENT].assets.get(asset_id)
+    return check_viewable(ref, who.user_id if who else None, who is not None and who.has_any(ADMIN))
+
+
+async def report_view(request: web.Request) -> web.Response:
+    who = await optional_principal(request)
+    asset = await _viewable(request, who)
+    spec = validate_view_report(await read_json(request), duration_s=asset.duration_s)
+    deps = request.app[ENGAGEMENT]
+    payload = ViewReported(
+        asset_id=asset.asset_id,
+        owner_id=asset.owner_id,
+        viewer_key=who.user_id if who else anonymous_viewer_key(deps.viewer_salt,
+                                                                 request.remote or ""),
+        signed_in=who is not None,
+        session_id=spec.session_id,
+        watch_seconds=spec.watch_seconds,
+        duration_s=asset.duration_s,
+        position=spec.position,
+        device=spec.device,
+        country=spec.country,
+        referrer=spec.referrer,
+    )
+    # A report is not a command: a fresh id; a re-published copy keeps it (the rule dedupes).
+    event = make_event(payload, subject=asset.asset_id, event_id=str(uuid.uuid4()),
+                       time=datetime.now(UTC), sequence=None)
+    event = event.model_copy(update={
+        "actorid": who.user_id if who else None,
+        "actorroles": ",".join(sorted(who.roles)) if who else None,
+        "correlationid": correlation_id(request),
+    })
+    settings = request.app[keys.SETTINGS]
+    try:
+        ack = await request.app[keys.PRODUCER].send(
+            settings.topic("events.views"), encode_event(event), key=asset.asset_id.encode(),
+            headers=_HEADERS)
+        await ack  # acks=all: a 202 means the report is on the log
+    except KafkaError as exc:
+        raise Unavailable("the event log did not acknowledge the report",
+                          code="LOG_UNAVAILABLE") from exc
+    return web.json_response({"report_id": event.id}, status=202)
+
+
+async def _set_like(request: web.Request, like: bool) -> web.Response:
+    who = await principal(request)
+    asset = await _viewable(request, who)
+    key = engagement_key(asset.asset_id, who.user_id)
+    cls = Like if like else Unlike
+    command = cls(asset_id=asset.asset_id, user_id=who.user_id, owner_id=asset.owner_id)
+    cmd_id = command_id(request, who, f"{cls.TYPE}\0{asset.asset_id}")
+    meta = CommandMeta(
+        command_id=cmd_id,
+        issued_at=datetime.now(UTC),
+        actor_id=who.user_id,
+        actor_roles=tuple(sorted(who.roles)),
+        correlation_id=correlation_id(request),
+    )
+    await send_command(request.app, "commands.engagement", key, command, meta)
+    body: dict[str, object] = {"asset_id": asset.asset_id, "liked": like, "command_id": cmd_id}
+    wait = prefer_wait(request)
+    if not wait:
+        return web.json_response(body, status=202)
+    result = await outcome(request.app, cmd_id, wait)
+    body["command"] = result.to_json()
+    headers = {"Preference-Applied": f"wait={wait:g}"}
+    if not (result.status == "accepted" and result.settled):
+        return web.json_response(body, status=202, headers=headers)
+    stats = await fetch_stats(request.app[keys.PG], asset.asset_id, key)
+    body.update(liked=stats.liked_by_me, like_count=stats.like_count)
+    return web.json_response(body, status=200, headers=headers)
+
+
+async def like(request: web.Request) -> web.Response:
+    return await _set_like(request, True)
+
+
+async def unlike(request: web.Request) -> web.Response:
+    return await _set_like(request, False)
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    who = await optional_principal(request)
+    asset = await _viewable(request, who)
+    key = engagement_key(asset.asset_id, who.user_id) if who else None
+    stats = await fetch_stats(request.app[keys.PG], asset.asset_id, key)
+    body: dict[str, object] = {
+        "asset_id": asset.asset_id,
+        "view_count": stats.view_count,
+        "like_count": stats.like_count,
+        "watch_seconds_total": float(stats.watch_seconds_total),
+    }
+    if stats.liked_by_me is not None:
+        body["liked_by_me"] = stats.liked_by_me
+    return web.json_response(body)
+

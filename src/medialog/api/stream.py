@@ -1,0 +1,143 @@
+"""``GET|HEAD /v1/stream/{asset}/{expires}/{signature}/{path}``: previews objects under a signed
+prefix (DESIGN.md "Streaming"). The signature is the credential; no Authorization header.
+
+- The URL is checked on the RAW request path (percent-encoding untouched, decoded exactly once
+  by ``safe_object_path``): ``verify_stream`` (403 ``SIGNATURE_INVALID`` / ``SIGNATURE_EXPIRED``),
+  then the object path (403 ``PATH_INVALID``: ``..``, ``.``, empty segments, encoded slashes,
+  anything outside ``[A-Za-z0-9._-]``), so a URL never reaches outside ``previews/{asset}/``.
+- The object is streamed from S3 in chunks (never whole in memory), with ``Range`` (one range:
+  206 + ``Content-Range``; unsatisfiable: 416 with ``Content-Range: bytes */size``), ``ETag`` and
+  ``If-None-Match`` (304), ``Accept-Ranges: bytes``, the type by extension, and caching:
+  segments are immutable, variant playlists and thumbnails short-lived, the master playlist
+  very short-lived while the asset is still processing (it grows as rungs finish).
+- A missing object is 404 ``NOT_FOUND``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from botocore.exceptions import ClientError
+
+from medialog.api import keys
+from medialog.api.errors import error_response
+from medialog.domain.errors import Forbidden, NotFound, Unavailable, ValidationError
+from medialog.domain.playback import MASTER_PATH
+from medialog.signing import (
+    PATH_INVALID, content_type_for, parse_range, safe_object_path, verify_stream,
+)
+from medialog.storage import ObjectHead
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 256 * 1024
+IMMUTABLE = "max-age=31536000, immutable"
+_SEGMENT_TYPES = ("video/mp2t", "video/iso.segment", "audio/aac", "video/mp4")
+_PREFIX_SEGMENTS = 6  # "", "v1", "stream", asset, expires, signature
+
+
+def _not_found() -> NotFound:
+    return NotFound("no such object", code="NOT_FOUND")
+
+
+async def _cache_control(request: web.Request, asset_id: str, path: str, private: bool) -> str:
+    scope = "private" if private else "public"  # an IP-bound URL must not serve others from a cache
+    if content_type_for(path) in _SEGMENT_TYPES:
+        return f"{scope}, {IMMUTABLE}"
+    if path != MASTER_PATH:
+        return f"{scope}, max-age=60"
+    async with request.app[keys.PG].acquire() as conn:
+        status = await conn.fetchval("SELECT status FROM assets WHERE asset_id = $1", asset_id)
+    if status is None or status == "deleted":
+        raise _not_found()
+    return f"{scope}, max-age={60 if status == 'ready' else 5}"
+
+
+def _not_modified(header: str | None, etag: str) -> bool:
+    if header is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+async def _get(s3: Any, bucket: str, key: str, head: ObjectHead, start: int, end: int) -> Any:
+    """The object's body for bytes start…end, only if it is still the object HEAD described."""
+    try:
+        r = await asyncio.to_thread(s3.get_object, Bucket=bucket, Key=key,
+                                    Range=f"bytes={start}-{end}", IfMatch=f'"{head.etag}"')
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"NoSuchKey", "404", "NotFound"}:
+            raise _not_found() from exc
+        if code in {"PreconditionFailed", "412"}:
+            return None  # replaced between HEAD and GET (a master playlist growing): start over
+        raise Unavailable("the object store did not answer", code="STORE_UNAVAILABLE") from exc
+    return r["Body"]
+
+
+async def stream_object(request: web.Request) -> web.StreamResponse:
+    parts = request.raw_path.split("?", 1)[0].split("/", _PREFIX_SEGMENTS)
+    if len(parts) != _PREFIX_SEGMENTS + 1:
+        raise _not_found()
+    asset_id, expires, token, raw_path = parts[3:]
+    verify_stream(request.app[keys.SIGNING], asset_id, expires, token, now=time.time(),
+                  client_ip=request.remote)
+    if "%2f" in raw_path.lower() or "%5c" in raw_path.lower():
+        raise Forbidden("object path has an encoded slash", code=PATH_INVALID)
+    path = safe_object_path(raw_path)
+    key = f"{asset_id}/{path}"
+    settings, blobs = request.app[keys.SETTINGS], request.app[keys.BLOBS]
+    cache = await _cache_control(request, asset_id, path, private=token.split(".")[1] == "i")
+    for _ in range(3):
+        head = await blobs.head(settings.bucket_previews, key)
+        if head is None:
+            raise _not_found()
+        etag = f'"{head.etag}"'
+        headers = {"ETag": etag, "Cache-Control": cache, "Accept-Ranges": "bytes",
+                   "Content-Type": content_type_for(path)}
+        if _not_modified(request.headers.get("If-None-Match"), etag):
+            return web.Response(status=304, headers=headers)
+        range_header = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if if_range is not None and if_range.strip() != etag:
+            range_header = None  # the client's partial copy is stale: send the whole object
+        try:
+            wanted = parse_range(range_header, head.size)
+        except ValidationError as exc:
+            resp = error_response(416, exc.code, exc.message, exc.details)
+            resp.headers.update({"Content-Range": f"bytes */{head.size}", "ETag": etag,
+                                 "Accept-Ranges": "bytes"})
+            return resp
+        start, end = wanted if wanted is not None else (0, head.size - 1)
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end}/{head.size}"
+        body = None
+        if request.method != "HEAD" and head.size > 0:
+            body = await _get(blobs.client, settings.bucket_previews, key, head, start, end)
+            if body is None:
+                continue
+        return await _send(request, 206 if wanted else 200, headers, end - start + 1, body)
+    raise _not_found()  # the object kept changing under us
+
+
+async def _send(request: web.Request, status: int, headers: dict[str, str], length: int,
+                body: Any) -> web.StreamResponse:
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = length
+    try:
+        await resp.prepare(request)
+        while body is not None:
+            chunk = await asyncio.to_thread(body.read, CHUNK_BYTES)
+            if not chunk:
+                break
+            await resp.write(chunk)
+        await resp.write_eof()
+    except ConnectionError:
+        log.debug("client went away while streaming %s", request.path)
+    finally:
+        if body is not None:
+            await asyncio.to_thread(body.close)
+    return resp

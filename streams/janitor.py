@@ -1,0 +1,140 @@
+"""The janitor (workers role): storage cleanup driven by ``events.asset``, and the expiry sweep.
+
+On the log:
+
+- ``promoted``: the original is safe in masters; the staging object goes;
+- ``upload_expired``: the upload never completed; the staging object (if any) goes;
+- ``deleted``: every ``previews/{asset}/…`` object goes (HLS renditions, thumbnail), and the
+  staging object if one is left. Masters are kept: originals are retained after deletion.
+
+Every removal is idempotent (deleting what is gone is a no-op). Position: consumer
+``worker.janitor`` in ``consumer_offsets``, stored after the effects.
+
+The sweep (a timer, every ``expiry_sweep_interval_s``): uploads still ``awaiting_upload``
+past their URL validity + ``upload_grace_s`` get an ``ExpireUpload`` command whose id derives
+from the asset id, so sweepers in several processes, or sweeps repeated before the read model
+caught up, send the same command and the actor applies it once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import faust
+from botocore.client import BaseClient
+
+from medialog.domain.commands import ExpireUpload
+from medialog.domain.events import AssetDeleted, Promoted, UploadExpired
+from medialog.envelope import decode_event
+from medialog.storage import BlobStore
+from medialog.tracking import Position
+from streams.app import StreamDeps
+from streams.worker import (
+    PermanentFailure, SendCommand, command_sender, derived_id, handle_once, system_meta,
+)
+
+log = logging.getLogger(__name__)
+CONSUMER = "worker.janitor"
+SWEEP_BATCH = 500
+
+
+async def staging_key_of(pool: asyncpg.Pool, asset_id: str) -> str | None:
+    """The asset's staging key (set on its first event, never changed). The actor's snapshot
+    has it before any later event exists; the read model is the fallback."""
+    async with pool.acquire() as conn:
+        key: str | None = await conn.fetchval(
+            "SELECT coalesce((SELECT state->>'staging_key' FROM actor_snapshots "
+            "WHERE actor = 'asset' AND aggregate_id = $1), "
+            "(SELECT staging_key FROM assets WHERE asset_id = $1))", asset_id)
+    return key
+
+
+def delete_prefix(s3: BaseClient, bucket: str, prefix: str) -> int:
+    """Blocking: delete every object under ``prefix``, a page (≤1000) at a time; the count."""
+    removed = 0
+    while True:
+        page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1000)
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if not keys:
+            return removed
+        result = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        if result.get("Errors"):
+            raise OSError(f"delete_objects in {bucket}: {result['Errors'][:3]}")  # transient
+        removed += len(keys)
+
+
+async def remove_staging(blobs: BlobStore, asset_id: str, key: str | None) -> None:
+    if not key:
+        raise PermanentFailure(f"no staging key known for {asset_id}")
+    await asyncio.to_thread(blobs.client.delete_object, Bucket=blobs.settings.bucket_staging, Key=key)
+    log.info("janitor: removed staging/%s", key)
+
+
+async def clean(deps: StreamDeps, payload: Promoted | UploadExpired | AssetDeleted) -> None:
+    blobs = deps.blobs
+    if isinstance(payload, UploadExpired):
+        await remove_staging(blobs, payload.asset_id, payload.staging_key)
+        return
+    staging = await staging_key_of(deps.pool, payload.asset_id)
+    if isinstance(payload, AssetDeleted):
+        removed = await asyncio.to_thread(
+            delete_prefix, blobs.client, blobs.settings.bucket_previews, f"{payload.asset_id}/")
+        log.info("janitor: %s deleted; removed %d preview objects", payload.asset_id, removed)
+    await remove_staging(blobs, payload.asset_id, staging)
+
+
+async def handle(deps: StreamDeps, position: Position, raw: bytes) -> bool:
+    try:
+        _, payload = decode_event(raw)
+    except ValueError:
+        log.error("janitor: undecodable record at %s", position)
+        return False
+    if not isinstance(payload, (Promoted, UploadExpired, AssetDeleted)):
+        return False
+    return await handle_once(deps.pool, CONSUMER, position, lambda: clean(deps, payload))
+
+
+async def expired_uploads(conn: asyncpg.Connection, before: datetime, limit: int) -> list[str]:
+    """Assets still awaiting their upload whose URL expired before ``before``."""
+    rows = await conn.fetch(
+        "SELECT asset_id FROM assets WHERE status = 'awaiting_upload' AND upload_expires_at < $1 "
+        "ORDER BY upload_expires_at LIMIT $2", before, limit)
+    return [r["asset_id"] for r in rows]
+
+
+async def sweep_expired(
+    pool: asyncpg.Pool, send: SendCommand, *, now: datetime, grace_s: int,
+    limit: int = SWEEP_BATCH,
+) -> list[str]:
+    """Send ``ExpireUpload`` for each stale upload; return their asset ids."""
+    async with pool.acquire() as conn:
+        stale = await expired_uploads(conn, now - timedelta(seconds=grace_s), limit)
+    for asset_id in stale:
+        meta = system_meta(derived_id("expire-upload", asset_id), "expiry", None)
+        await send(asset_id, ExpireUpload(now=now, grace_s=grace_s), meta)
+    if stale:
+        log.info("expiry sweep: %d uploads expired", len(stale))
+    return stale
+
+
+def register(app: faust.App, deps: StreamDeps) -> None:
+    s = deps.settings
+    topic = app.topic(s.topic("events.asset"), key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw")
+    send = command_sender(app, s, "commands.asset")
+
+    @app.agent(topic, name="worker-janitor")
+    async def janitor(stream: faust.StreamT[bytes]) -> None:
+        async for record in stream.events():
+            msg = record.message
+            await handle(deps, Position(msg.topic, msg.partition, msg.offset), record.value)
+
+    async def expiry_sweep() -> None:
+        try:
+            await sweep_expired(deps.pool, send, now=datetime.now(UTC), grace_s=s.upload_grace_s)
+        except Exception:  # a timer that raises stops for good: log, and try next interval
+            log.exception("expiry sweep failed")
+
+    app.timer(s.expiry_sweep_interval_s, name="expiry-sweep")(expiry_sweep)

@@ -1,0 +1,341 @@
+"""Analytics on the real embedded stack: view reports (through the api, or appended straight to
+``events.views`` the way the api does when a test needs a past time or a duplicate) → the
+ClickHouse projection → the analytics api. chDB belongs to the ``medialog dev`` process, so every
+figure is read through the api."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from medialog.domain.events import PlaybackIssued, ViewReported
+from medialog.envelope import encode_event, make_event
+from medialog.kafka import new_producer
+
+pytestmark = pytest.mark.integration
+SUMMED = ("views", "reports", "below_threshold", "already_counted", "sessions", "watch_seconds")
+ADMIN = ("admin-analytics", "admin")
+
+
+def auth(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **extra}
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def new_asset(http: Any, stack: Any, owner: str) -> str:
+    body = {"filename": "clip.mp4", "content_type": "video/mp4", "size_bytes": 1000,
+            "title": "Analytics clip"}
+    async with http.post(f"{stack.base_url}/v1/uploads", json=body,
+                         headers=auth(stack.token(owner, "creator"), Prefer="wait=20")) as r:
+        assert r.status == 202, await r.text()
+        return str((await r.json())["asset_id"])
+
+
+async def report(http: Any, stack: Any, asset: str, viewer: str, session: str,
+                 watch: float) -> None:
+    async with http.post(f"{stack.base_url}/v1/assets/{asset}/views",
+                         json={"session_id": session, "watch_seconds": watch},
+                         headers=auth(stack.token(viewer, "viewer"))) as r:
+        assert r.status == 202, await r.text()
+
+
+def view_event(asset: str, owner: str, viewer: str, session: str, watch: float,
+               at: datetime) -> tuple[str, bytes]:
+    """A report as the api appends it, but at a time of the test's choosing."""
+    payload = ViewReported(asset_id=asset, owner_id=owner, viewer_key=viewer, signed_in=True,
+                           session_id=session, watch_seconds=watch, duration_s=None)
+    event = make_event(payload, subject=asset, event_id=str(uuid.uuid4()), time=at,
+                       sequence=None)
+    return asset, encode_event(event)
+
+
+async def append(stack: Any, topic: str, records: list[tuple[str, bytes]]) -> None:
+    settings = stack.settings()
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(settings.topic(topic), value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def get(http: Any, stack: Any, path: str, token: str | None = None,
+              **query: str) -> tuple[int, Any]:
+    headers = auth(token) if token else {}
+    async with http.get(f"{stack.base_url}{path}", params=query, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def eventually(read: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool],
+                     timeout: float = 45.0) -> Any:
+    """Poll ``read`` until ``ok`` (the projection applies batches every half second)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await read()
+        if ok(value) or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.3)
+
+
+def asset_figures(http: Any, stack: Any, asset: str, owner: str,
+                  **query: str) -> Callable[[], Awaitable[Any]]:
+    async def read() -> Any:
+        status, body = await get(http, stack, f"/v1/analytics/assets/{asset}",
+                                 stack.token(owner, "creator"), **query)
+        assert status == 200, body
+        return body
+    return read
+
+
+def assert_series_add_up(body: dict[str, Any]) -> None:
+    for name in SUMMED:
+        assert sum(b[name] for b in body["series"]) == pytest.approx(body["totals"][name]), name
+
+
+async def test_counted_sessions_match_postgres_and_the_series_add_up(http, stack):
+    owner = uid("creator")
+    asset = await new_asset(http, stack, owner)
+    n = 4
+    for i in range(n):  # n viewers, one session each, over the 10 s threshold at once
+        await report(http, stack, asset, f"viewer-{i}", f"session-{i}-{asset[:8]}", 12)
+    await report(http, stack, asset, "viewer-0", f"session-0-{asset[:8]}", 5)  # already counted
+    await report(http, stack, asset, "viewer-x", f"short-{asset[:8]}", 3)
+    await report(http, stack, asset, "viewer-x", f"short-{asset[:8]}", 3)  # 6 s: still short
+
+    since = iso(datetime.now(UTC) - timedelta(hours=2))
+    read = asset_figures(http, stack, asset, owner, interval="hour", **{"from": since})
+    body = await eventually(read, lambda b: b["totals"]["reports"] == n + 3)
+    totals = body["totals"]
+    assert totals["views"] == n and totals["unique_viewers"] == n
+    assert totals["below_threshold"] == 2 and totals["already_counted"] == 1
+    assert totals["sessions"] == n + 1
+    assert totals["watch_seconds"] == 12 * n + 5 + 6
+    assert totals["avg_watch_seconds"] == pytest.approx((12 * n + 11) / (n + 1), abs=1e-3)
+    assert body["owner_id"] == owner and body["interval"] == "hour"
+    assert len(body["series"]) in (2, 3)  # the hours the two-hour range touches
+    assert_series_add_up(body)
+
+    async def stats() -> Any:
+        return (await get(http, stack, f"/v1/assets/{asset}/stats"))[1]
+    pg = await eventually(stats, lambda s: s.get("view_count") == n)
+    assert pg["view_count"] == totals["views"]  # the PostgreSQL counter agrees
+
+
+async def test_reports_land_in_their_hour_and_day(http, stack):
+    owner = uid("creator")
+    asset = await new_asset(http, stack, owner)
+    now = datetime.now(UTC)
+    three_h, one_h = now - timedelta(hours=3), now - timedelta(hours=1)
+    records = [
+        view_event(asset, owner, "v1", "past-session-1", 11, three_h),
+        view_event(asset, owner, "v2", "past-session-2", 11, three_h + timedelta(seconds=1)),
+        view_event(asset, owner, "v3", "past-session-3", 11, one_h),
+        view_event(asset, owner, "v4", "past-session-4", 2, one_h + timedelta(seconds=1)),
+    ]
+    await append(stack, "events.views", records)
+    read = asset_figures(http, stack, asset, owner, interval="hour",
+                         **{"from": iso(now - timedelta(hours=4)), "to": iso(now)})
+    body = await eventually(read, lambda b: b["totals"]["reports"] == 4)
+    views = {b["start"]: b["views"] for b in body["series"] if b["reports"]}
+    hour = lambda t: iso(t.replace(minute=0, second=0, microsecond=0))  # noqa: E731
+    assert views == {hour(three_h): 2, hour(one_h): 1}
+    assert body["totals"]["views"] == 3 and body["totals"]["below_threshold"] == 1
+    assert_series_add_up(body)
+
+    by_day = await asset_figures(http, stack, asset, owner, interval="day",
+                                 **{"from": iso(now - timedelta(days=2)), "to": iso(now)})()
+    assert by_day["totals"]["views"] == 3 and len(by_day["series"]) == 3
+    assert_series_add_up(by_day)
+
+
+async def test_redelivered_reports_change_no_figure(http, stack):
+    owner = uid("creator")
+    asset = await new_asset(http, stack, owner)
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    records = []
+    for i in range(3):  # three sessions counting on their second report, one that never does
+        records.append(view_event(asset, owner, f"v{i}", f"dup-session-{i}", 6, now))
+        records.append(view_event(asset, owner, f"v{i}", f"dup-session-{i}", 6,
+                                  now + timedelta(seconds=6)))
+    records.append(view_event(asset, owner, "v9", "dup-session-9", 4, now))
+    await append(stack, "events.views", records)
+    read = asset_figures(http, stack, asset, owner)
+    before = await eventually(read, lambda b: b["totals"]["reports"] == 7)
+    assert before["totals"]["views"] == 3 and before["totals"]["below_threshold"] == 4
+
+    # The same records again (duplicates on the log, new offsets), twice, then one new report
+    # on the same asset (so the same partition, read after the duplicates) as a marker.
+    await append(stack, "events.views", records + records[::-1])
+    await append(stack, "events.views",
+                 [view_event(asset, owner, "v10", "dup-session-10", 1, now)])
+    after = await eventually(read, lambda b: b["totals"]["reports"] == 8)
+    expected = {**before["totals"], "reports": 8, "below_threshold": 5, "sessions": 5,
+                "watch_seconds": before["totals"]["watch_seconds"] + 1}
+    expected["avg_watch_seconds"] = after["totals"]["avg_watch_seconds"]
+    assert after["totals"] == expected
+    assert_series_add_up(after)
+
+    async def stats() -> Any:
+        return (await get(http, stack, f"/v1/assets/{asset}/stats"))[1]
+    assert (await eventually(stats, lambda s: s.get("view_count") == 3))["view_count"] == 3
+
+
+async def trending(http: Any, stack: Any) -> list[dict[str, Any]]:
+    status, body = await get(http, stack, "/v1/trending", window="1h", limit="100")
+    assert status == 200, body
+    assert [i["rank"] for i in body["items"]] == list(range(1, len(body["items"]) + 1))
+    return list(body["items"])
+
+
+def ids(items: list[dict[str, Any]]) -> list[str]:
+    return [i["asset_id"] for i in items]
+
+
+async def test_trending_puts_the_hotter_asset_first_and_omits_private_and_deleted(http, stack):
+    owner = uid("creator")
+    hot, cool, hidden, gone = [await new_asset(http, stack, owner) for _ in range(4)]
+    now = datetime.now(UTC)
+    # cool: two views 50 minutes ago; hot: three views now and two likes
+    await append(stack, "events.views", [
+        view_event(cool, owner, f"c{i}", f"cool-session-{i}", 12, now - timedelta(minutes=50))
+        for i in range(2)])
+    for i in range(3):
+        await report(http, stack, hot, f"fan-{i}", f"hot-session-{i}", 12)
+    for fan in ("fan-0", "fan-1"):
+        async with http.put(f"{stack.base_url}/v1/assets/{hot}/like",
+                            headers=auth(stack.token(fan, "viewer"), Prefer="wait=20")) as r:
+            assert r.status in (200, 202), await r.text()
+    for asset in (hidden, gone):  # hotter than both while public
+        for i in range(5):
+            await report(http, stack, asset, f"x{i}", f"hide-session-{i}", 12)
+
+    items = await eventually(lambda: trending(http, stack),
+                             lambda it: {hot, cool, hidden, gone} <= set(ids(it))
+                             and next(i for i in it if i["asset_id"] == hot)["likes"] == 2)
+    order = ids(items)
+    assert order.index(hot) < order.index(cool)
+    entry = next(i for i in items if i["asset_id"] == hot)
+    assert entry["views"] == 3 and entry["likes"] == 2 and entry["owner_id"] == owner
+    assert entry["title"] == "Analytics clip"
+    assert items[order.index(hot)]["score"] > items[order.index(cool)]["score"] > 0
+
+    token = stack.token(owner, "creator")
+    async with http.patch(f"{stack.base_url}/v1/assets/{hidden}", json={"visibility": "private"},
+                          headers=auth(token, Prefer="wait=20")) as r:
+        assert r.status in (200, 202), await r.text()
+    async with http.delete(f"{stack.base_url}/v1/assets/{gone}",
+                           headers=auth(token, Prefer="wait=20")) as r:
+        assert r.status in (200, 202), await r.text()
+    items = await eventually(lambda: trending(http, stack),
+                             lambda it: not {hidden, gone} & set(ids(it)))
+    assert not {hidden, gone} & set(ids(items))
+    assert ids(items).index(hot) < ids(items).index(cool)
+
+
+async def test_access_control(http, stack):
+    owner = uid("creator")
+    asset = await new_asset(http, stack, owner)
+    other = stack.token(uid("creator"), "creator")
+    admin = stack.token(*ADMIN)
+    mine = stack.token(owner, "creator")
+    path = f"/v1/analytics/assets/{asset}"
+    assert (await get(http, stack, path, mine))[0] == 200
+    assert (await get(http, stack, path, admin))[0] == 200
+    status, body = await get(http, stack, path, other)
+    assert status == 404 and body["error"]["code"] == "ASSET_NOT_FOUND"
+    status, body = await get(http, stack, f"/v1/analytics/assets/{uuid.uuid4()}", admin)
+    assert status == 404 and body["error"]["code"] == "ASSET_NOT_FOUND"
+    status, body = await get(http, stack, path)
+    assert status == 401 and body["error"]["code"] == "TOKEN_MISSING"
+
+    creator_path = f"/v1/analytics/creators/{owner}"
+    assert (await get(http, stack, creator_path, mine))[0] == 200
+    assert (await get(http, stack, creator_path, admin))[0] == 200
+    status, body = await get(http, stack, creator_path, other)
+    assert status == 403 and body["error"]["code"] == "FORBIDDEN_NOT_CREATOR"
+
+    status, body = await get(http, stack, "/v1/analytics/overview", mine)
+    assert status == 403 and body["error"]["code"] == "FORBIDDEN_ROLE"
+    assert (await get(http, stack, "/v1/analytics/overview", admin))[0] == 200
+    assert (await get(http, stack, "/v1/trending"))[0] == 200  # anyone, no token
+
+
+@pytest.mark.parametrize(
+    "path, query, code",
+    [
+        ("asset", {"interval": "week"}, "INVALID_INTERVAL"),
+        ("asset", {"from": "yesterday"}, "INVALID_TIME"),
+        ("asset", {"to": "2025-01-01"}, "INVALID_TIME"),
+        ("asset", {"from": "2025-02-01T00:00:00Z", "to": "2025-01-01T00:00:00Z"},
+         "INVALID_RANGE"),
+        ("creator", {"from": "2023-01-01T00:00:00Z", "to": "2025-01-01T00:00:00Z"},
+         "RANGE_TOO_LONG"),
+        ("creator", {"from": "2025-01-01T00:00:00Z", "to": "2025-03-01T00:00:00Z",
+                     "interval": "hour"}, "RANGE_TOO_LONG"),
+        ("overview", {"from": "2025-01-01T00:00:00"}, "INVALID_TIME"),
+        ("trending", {"window": "2h"}, "INVALID_WINDOW"),
+        ("trending", {"limit": "0"}, "INVALID_LIMIT"),
+        ("trending", {"limit": "101"}, "INVALID_LIMIT"),
+        ("trending", {"limit": "many"}, "INVALID_LIMIT"),
+    ],
+)
+async def test_bad_parameters_get_a_coded_400(http, stack, path, query, code):
+    owner = "param-checker"
+    paths = {"creator": f"/v1/analytics/creators/{owner}", "overview": "/v1/analytics/overview",
+             "trending": "/v1/trending"}
+    if path == "asset":
+        paths["asset"] = f"/v1/analytics/assets/{await new_asset(http, stack, owner)}"
+    token = stack.token(owner, "creator", "admin")
+    status, body = await get(http, stack, paths[path], token, **query)
+    assert status == 400 and body["error"]["code"] == code and body["error"]["message"]
+
+
+async def test_overview_counts_uploads_playback_urls_and_users(http, stack):
+    admin = stack.token(*ADMIN)
+    since = iso(datetime.now(UTC) - timedelta(hours=1))
+
+    async def overview() -> Any:
+        status, body = await get(http, stack, "/v1/analytics/overview", admin,
+                                 interval="hour", **{"from": since})
+        assert status == 200, body
+        return body
+    before = (await overview())["totals"]
+    owner, watcher = uid("creator"), uid("watcher")
+    asset = await new_asset(http, stack, owner)
+    issued = [
+        PlaybackIssued(asset_id=asset, owner_id=owner, user_id=user,
+                       expires_at=datetime.now(UTC) + timedelta(hours=1), ip_bound=False,
+                       key_id="k1", download=False)
+        for user in (watcher, watcher, None)
+    ]
+    await append(stack, "events.access", [
+        (asset, encode_event(make_event(p, subject=asset, event_id=str(uuid.uuid4()),
+                                        time=datetime.now(UTC), sequence=None)))
+        for p in issued])
+    body = await eventually(overview, lambda b: (
+        b["totals"]["playback_urls_issued"] == before["playback_urls_issued"] + 3
+        and b["totals"]["uploads"] == before["uploads"] + 1
+        and b["totals"]["unique_users"] == before["unique_users"] + 2))
+    totals = body["totals"]
+    assert totals["playback_urls_issued"] == before["playback_urls_issued"] + 3
+    assert totals["uploads"] == before["uploads"] + 1
+    assert totals["unique_users"] == before["unique_users"] + 2  # the creator and the watcher
+    for name in ("uploads", "playback_urls_issued"):
+        assert sum(b[name] for b in body["series"]) == totals[name]
+    assert set(body["storage"]) == {"stored_assets", "storage_used_bytes",
+                                    "average_file_size_bytes"}
+    assert [b["bucket"] for b in body["duration_distribution"]] == [
+        "<30s", "30s-2m", "2m-10m", "10m-30m", "30m-60m", ">=60m"]

@@ -1,0 +1,136 @@
+"""The ClickHouse projection's rows, pure: verdicts per report, the same rows however the log is
+batched, and duplicates (a report re-published on the log) getting no second row."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from medialog.domain.events import Liked, ViewReported
+from medialog.domain.views import SessionState, ViewRule
+from medialog.envelope import make_event
+from medialog.tracking import Position
+from projections.clickhouse_rows import (
+    EVENT_COLUMNS,
+    VIEW_COLUMNS,
+    ViewFold,
+    ViewRecord,
+    decode_state,
+    event_row,
+    first_offsets,
+    session_key,
+)
+
+RULE = ViewRule(threshold_s=10, window_s=3600)
+T0 = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+ASSET = str(uuid.uuid4())
+TOPIC = "events.views"
+
+
+def record(offset: int, watch: float, *, session: str = "s1", viewer: str = "u1",
+           at: datetime | None = None, event_id: str | None = None) -> ViewRecord:
+    report = ViewReported(asset_id=ASSET, owner_id="creator", viewer_key=viewer, signed_in=True,
+                          session_id=session, watch_seconds=watch, duration_s=120.0,
+                          position=float(offset), device="web", country="DE")
+    event = make_event(report, subject=ASSET, event_id=event_id or str(uuid.uuid4()),
+                       time=at or T0 + timedelta(seconds=offset), sequence=None)
+    return ViewRecord(Position(TOPIC, 2, offset), event, report)
+
+
+def verdicts(fold: ViewFold) -> list[str]:
+    return [row[VIEW_COLUMNS.index("verdict")] for row in fold.rows]
+
+
+def test_each_report_gets_its_verdict_and_exact_watch_ms() -> None:
+    fold = ViewFold(RULE, {}, {})
+    for i in range(5):
+        fold.add(record(i, 4.0))
+    assert verdicts(fold) == ["below_threshold", "below_threshold", "counted",
+                              "already_counted", "already_counted"]
+    assert [row[VIEW_COLUMNS.index("watch_ms")] for row in fold.rows] == [4000] * 5
+    assert fold.verdicts == {"below_threshold": 2, "counted": 1, "already_counted": 2}
+    assert all(len(row) == len(VIEW_COLUMNS) for row in fold.rows)
+
+
+def test_sessions_are_folded_separately() -> None:
+    fold = ViewFold(RULE, {}, {})
+    fold.add(record(0, 12.0, session="a"))
+    fold.add(record(1, 12.0, session="b"))
+    fold.add(record(2, 12.0, session="a", viewer="u2"))  # same session id, other viewer
+    assert verdicts(fold) == ["counted", "counted", "counted"]
+
+
+def test_the_same_rows_however_the_log_is_batched() -> None:
+    log = [record(i, 3.0, session=f"s{i % 2}") for i in range(12)]
+    whole = ViewFold(RULE, {}, {})
+    for r in log:
+        whole.add(r)
+    # In batches of 5: each batch starts from the state stored with each session's last row
+    # below it, as the projection reads it back from ClickHouse.
+    rows: list[list[object]] = []
+    for start in range(0, len(log), 5):
+        part = log[start:start + 5]
+        below = first_offsets(part)[(TOPIC, 2)]
+        states: dict[tuple[str, str, str], SessionState] = {}
+        for row in rows:
+            if row[VIEW_COLUMNS.index("offset")] < below:
+                key = (row[2], row[4], row[6])
+                states[key] = decode_state(str(row[VIEW_COLUMNS.index("state")]))
+        fold = ViewFold(RULE, states, {})
+        for r in part:
+            fold.add(r)
+        rows += fold.rows
+    assert rows == whole.rows
+
+
+def test_a_redelivered_record_is_folded_but_not_written_again() -> None:
+    log = [record(i, 4.0) for i in range(4)]
+    first = ViewFold(RULE, {}, {})
+    for r in log:
+        first.add(r)
+    # the batch comes again, its first two records already applied: they fold, unwritten
+    again = ViewFold(RULE, {}, {})
+    for i, r in enumerate(log):
+        again.add(r, write=i >= 2)
+    assert again.rows == first.rows[2:]
+    assert again.verdicts == {"counted": 1, "already_counted": 1}
+
+
+def test_a_republished_report_gets_no_row_and_moves_nothing() -> None:
+    original = record(3, 6.0)
+    copy = ViewRecord(Position(TOPIC, 2, 90), original.event, original.report)
+    key = session_key(original.report)
+    # stored below the batch (ClickHouse holds the original)
+    fold = ViewFold(RULE, {}, {key: frozenset({original.event.id})})
+    assert fold.add(copy).value == "duplicate"
+    assert fold.rows == [] and fold.states == {}
+    # inside one batch too: the second copy is a duplicate, the session stays below threshold
+    fold = ViewFold(RULE, {}, {})
+    fold.add(original)
+    fold.add(copy)
+    fold.add(record(91, 3.0))
+    assert verdicts(fold) == ["below_threshold", "below_threshold"]
+    assert fold.verdicts["duplicate"] == 1
+    assert fold.states[key].watched_ms == 9000
+
+
+def test_a_copy_older_than_the_rules_memory_is_still_a_duplicate() -> None:
+    reports = [record(i, 1.0) for i in range(20)]  # more than the rule's RECENT_IDS
+    fold = ViewFold(RULE, {}, {})
+    for r in reports:
+        fold.add(r)
+    stale = ViewRecord(Position(TOPIC, 2, 500), reports[0].event, reports[0].report)
+    ids = frozenset(r.event.id for r in reports)
+    later = ViewFold(RULE, dict(fold.states), {session_key(stale.report): ids})
+    assert later.add(stale).value == "duplicate" and later.rows == []
+
+
+def test_event_rows_carry_the_envelope_and_the_position() -> None:
+    payload = Liked(asset_id=ASSET, user_id="u9", owner_id="creator")
+    event = make_event(payload, subject=ASSET, event_id="e-1", time=T0, sequence=3)
+    row = dict(zip(EVENT_COLUMNS, event_row(Position("events.engagement", 1, 44), event),
+                   strict=True))
+    assert row["id"] == "e-1" and row["type"] == "medialog.engagement.liked"
+    assert row["sequence"] == 3 and row["time"] == T0 and row["actor_id"] == ""
+    assert (row["topic"], row["partition"], row["offset"]) == ("events.engagement", 1, 44)
+    assert '"user_id":"u9"' in row["data"]
