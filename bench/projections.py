@@ -162,9 +162,8 @@ def clickhouse_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
         client = clickhouse_connect.get_client(dsn=f"chdb://{tmp}/chdb")
         try:
             migrate(client)
-            projection = ClickHouseProjection(rule)
-
             def ours() -> None:
+                projection = ClickHouseProjection(rule)  # as a (re)started agent: cold
                 for b in work:
                     projection.apply(client, b)
 

@@ -7,21 +7,23 @@ verdict of the view-counting rule) and then one insert into ``events`` (every ev
 **Why positions live in ClickHouse and not in PostgreSQL.** A ClickHouse insert cannot join a
 PostgreSQL transaction, so "rows and offset in one commit" (STYLE.md §12) is impossible here.
 Instead (a) every insert is idempotent: both tables are ReplacingMergeTree keyed on the event
-id and a replayed record yields the identical row, so re-delivery only re-inserts what merges
-away, and every query reads FINAL; and (b) the position is written *by the same insert* as the
-batch's event rows: the materialized view ``events_positions`` turns each insert into
-``events`` into ``(topic, partition, max(offset))`` rows of ``projection_positions``
-(ReplacingMergeTree, version = offset). The views insert comes first, so a stored position
-always covers rows that exist. A crash anywhere re-delivers at most the batch, which changes no
-figure. Keeping it all in ClickHouse also means dropping the ClickHouse database and replaying
-the log rebuilds it with no PostgreSQL state to reset.
+id, a replayed record yields the identical row, and every query reads FINAL, so a row written
+twice changes no figure; and (b) the position is written *by the same insert* as the batch's
+event rows: the materialized view ``events_positions`` turns each insert into ``events`` into
+``(topic, partition, max(offset))`` rows of ``projection_positions`` (ReplacingMergeTree,
+version = offset). The views insert comes first, so a stored position only covers rows that
+exist; records at or below it are not written again (they are still folded, see below). A
+crash anywhere re-delivers at most a batch, written again identically. Keeping it all in
+ClickHouse also means that dropping the ClickHouse tables and replaying the log rebuilds them
+with no PostgreSQL state to reset.
 
 **Verdicts under replay.** The rule is a fold per session (``medialog.domain.views``). Each views
 row stores the session state after it; a batch continues from each session's latest row *below
 the batch's first offset on that partition* (a session's reports share the asset's partition,
 in log order). So a verdict depends on the log alone, whatever the batch boundaries or however
-often it is replayed. A report whose event id is already stored at another position (the same
-report re-published: a duplicate on the log) gets no row and does not move the fold.
+often it is replayed. A report whose event id is already stored for its session below the batch,
+or seen earlier in the batch (the same report re-published: a duplicate on the log), gets no row
+and does not move the fold — exactly, not only within the rule's memory of recent ids.
 
 All ClickHouse work of a batch runs in one call on the ``Analytics`` thread (sync client)."""
 
@@ -71,16 +73,15 @@ class BatchResult:
     verdicts: dict[str, int] = field(default_factory=dict)
 
 
-# One read per batch: the stored positions of the batch's topics, and for each session the
-# batch touches, its state and report ids below the batch (on the session's partition).
-_READ_POSITIONS = """SELECT 'position' AS kind, topic AS k1, toString(partition) AS k2, '' AS k3,
-  max(offset) AS top, '' AS st, CAST([], 'Array(String)') AS ids
+# At most one read per batch: the stored positions of partitions this process has not seen yet,
+# and for each session the batch touches, its state and report ids below the batch (on the
+# session's partition).
+_READ_POSITIONS = """SELECT 'position', topic, toString(partition), '', max(offset), '',
+  CAST([], 'Array(String)')
 FROM projection_positions WHERE consumer = {name:String} AND topic IN {topics:Array(String)}
 GROUP BY topic, partition"""
-_READ_SESSIONS = """
-UNION ALL
-SELECT 'session', asset_id, viewer_key, session_id, max(offset), argMax(state, offset),
-  groupArray(id)
+_READ_SESSIONS = """SELECT 'session', asset_id, viewer_key, session_id, max(offset),
+  argMax(state, offset), groupArray(id)
 FROM views
 WHERE asset_id IN {assets:Array(String)} AND session_id IN {sessions:Array(String)}
   AND offset < arrayElement({below:Array(UInt64)},
@@ -107,6 +108,10 @@ class ClickHouseProjection:
 
     def __init__(self, rule: ViewRule) -> None:
         self.rule = rule
+        # Positions this process stored itself or read: never above what ClickHouse holds, so a
+        # stale entry (another worker advanced the partition meanwhile) only makes a redelivered
+        # record be written again, identically. Partitions not in here are read from ClickHouse.
+        self._known: dict[tuple[str, int], int] = {}
 
     def apply(self, client: Client, batch: Sequence[tuple[Position, bytes]]) -> BatchResult:
         """Fold the whole batch (records at or below the stored positions too: they recompute
@@ -125,12 +130,16 @@ class ClickHouseProjection:
             decoded.append((position, event))
             if isinstance(payload, ViewReported):
                 views.append(ViewRecord(position, event, payload))
-        stored = self.read(client, {p.topic for p, _ in batch}, views)
+        unknown = {(p.topic, p.partition) for p, _ in batch} - self._known.keys()
+        stored = self.read(client, {t for t, _ in unknown}, views)
+        self._known.update(stored.positions)
+        for key in unknown - stored.positions.keys():
+            self._known[key] = -1
 
         def fresh(p: Position) -> bool:
-            return p.offset > stored.positions.get((p.topic, p.partition), -1)
+            return p.offset > self._known[(p.topic, p.partition)]
 
-        rows = [event_row(p, e) for p, e in decoded if fresh(p)]
+        rows = [(p, event_row(p, e)) for p, e in decoded if fresh(p)]
         result.applied = len(rows)
         if views:
             fold = ViewFold(self.rule, stored.states, stored.ids)
@@ -140,17 +149,25 @@ class ClickHouseProjection:
                 client.insert("views", fold.rows, column_names=VIEW_COLUMNS)
             result.views, result.verdicts = len(fold.rows), fold.verdicts
         if rows:  # last: its materialized view advances the positions
-            client.insert("events", rows, column_names=EVENT_COLUMNS)
+            client.insert("events", [row for _, row in rows], column_names=EVENT_COLUMNS)
             result.events = len(rows)
+            for p, _ in rows:
+                key = (p.topic, p.partition)
+                self._known[key] = max(self._known[key], p.offset)
         return result
 
     @staticmethod
     def read(client: Client, topics: set[str], views: list[ViewRecord]) -> Stored:
-        sql, params = _READ_POSITIONS, {"name": NAME, "topics": sorted(topics)}
+        """Stored positions of ``topics`` and the state and ids of the sessions of ``views``."""
+        parts: list[str] = []
+        params: dict[str, object] = {}
+        if topics:
+            parts.append(_READ_POSITIONS)
+            params.update(name=NAME, topics=sorted(topics))
         keys = {(v.report.asset_id, v.report.viewer_key, v.report.session_id) for v in views}
         if views:
             below = first_offsets(views)
-            sql += _READ_SESSIONS
+            parts.append(_READ_SESSIONS)
             params.update(
                 assets=sorted({k[0] for k in keys}),
                 sessions=sorted({k[2] for k in keys}),
@@ -158,7 +175,10 @@ class ClickHouseProjection:
                 below=list(below.values()),
             )
         out = Stored({}, {}, {})
-        for kind, k1, k2, k3, top, state, ids in client.query(sql, parameters=params).result_rows:
+        if not parts:
+            return out
+        result = client.query(" UNION ALL ".join(parts), parameters=params)
+        for kind, k1, k2, k3, top, state, ids in result.result_rows:
             if kind == "position":
                 out.positions[(k1, int(k2))] = int(top)
             elif (k1, k2, k3) in keys:  # the filter above is per column: keep exact sessions

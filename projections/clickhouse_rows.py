@@ -9,7 +9,7 @@ so the rows depend only on the log: a replay, batched any way, yields the same r
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ def session_key(report: ViewReported) -> SessionKey:
 def encode_state(state: SessionState) -> str:
     """The state kept with a row, without the rule's ``recent_ids``: the projection recognises
     duplicates exactly, from the ids stored (``ViewFold``), so the rule never needs them."""
-    return _STATE.dump_json(replace(state, recent_ids=())).decode()
+    return _STATE.dump_json(state, exclude={"recent_ids"}).decode()
 
 
 def decode_state(raw: str) -> SessionState:

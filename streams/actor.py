@@ -39,6 +39,8 @@ class ActorSpec(Generic[S]):
     # Observe the outside world (e.g. HeadObject) and return the command with the facts filled
     # in, so that ``decide`` stays pure. Called only for commands not handled before.
     prepare: Callable[[S, Any], Awaitable[Any]] | None = None
+    # The CloudEvents subject for an aggregate id (DESIGN.md: the asset), when they differ.
+    subject: Callable[[str], str] = str
     snapshots: TypeAdapter[S] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,7 +85,7 @@ async def handle_command(
     events = [
         make_event(
             p,
-            subject=envelope.aggregate_id,
+            subject=spec.subject(envelope.aggregate_id),
             event_id=event_id(envelope.id, i),
             time=envelope.issued_at,
             sequence=base + i + 1,

@@ -14,6 +14,7 @@ import faust
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
 from medialog.storage import BlobStore
+from streams.faust_transport import App
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class StreamDeps:
 
 def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
     s = deps.settings
-    app = faust.App(
+    app = App(
         s.consumer_group,
         broker=[f"kafka://{h.strip()}" for h in s.kafka_bootstrap.split(",") if h.strip()],
         web_enabled=False,
@@ -41,6 +42,7 @@ def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
         broker_heartbeat_interval=s.kafka_heartbeat_interval_ms / 1000,
         broker_rebalance_timeout=s.kafka_rebalance_timeout_ms / 1000,
         broker_commit_interval=1.0,
+        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         topic_partitions=s.topic_partitions,
         topic_replication_factor=s.topic_replication,
         topic_allow_declare=False,

@@ -25,6 +25,7 @@ from medialog.domain.errors import Unavailable
 from medialog.outcomes import Outcome
 from medialog.signing import content_type_for
 from medialog.storage import BlobStore
+from streams.janitor import delete_prefix
 from streams.transcode.ladder import Rung, plan_ladder
 from streams.transcode.pipeline import HLS_DIR, TranscodeResult, transcode
 from streams.transcode.probe import probe
@@ -40,7 +41,9 @@ OUTCOME_TIMEOUT_S = 120.0  # the actor restarting (group rejoin on tansu) can ta
 
 
 class JobRefused(Exception):
-    """The asset actor refused the job (not its current job, asset deleted…): stop, no retry."""
+    """The asset actor refused the job (not its current job, asset deleted…): stop, no retry.
+    ``ASSET_DELETED``: the janitor may have emptied the previews before some of our uploads, so
+    whoever catches this removes them again (``remove_previews``)."""
 
     def __init__(self, code: str | None, message: str | None) -> None:
         super().__init__(f"{code}: {message}")
@@ -127,7 +130,7 @@ class JobRunner:
             await asyncio.gather(accepted, encoding, return_exceptions=True)
         await previews.finish(result)
         a = job.asset_id
-        await self.command(job, "complete", CompleteTranscode(
+        complete = await self.command(job, "complete", CompleteTranscode(
             job_id=job.job_id,
             renditions=[rendition_of(a, r) for r in result.renditions],
             master_playlist_key=f"{a}/{result.master_key}" if result.master_key else None,
@@ -135,8 +138,13 @@ class JobRunner:
             duration_s=result.duration_s, width=result.width, height=result.height,
             probe=probe_summary(result.media),
         ))
+        await self._accepted(complete)  # refused: deleted meanwhile (see JobRefused)
         log.info("transcode job %s attempt %d of %s done in %.1fs: %s", job.job_id, job.attempt,
                  a, time.monotonic() - started, ", ".join(r.name for r in result.renditions) or "-")
+
+    async def remove_previews(self, asset_id: str) -> int:
+        return await asyncio.to_thread(delete_prefix, self.blobs.client,
+                                       self.settings.bucket_previews, f"{asset_id}/")
 
     async def upload(self, files: list[tuple[Path, str]]) -> None:
         """Upload local files to previews keys, a few at a time, each with its content type."""

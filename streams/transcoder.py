@@ -78,7 +78,8 @@ class TranscodeWorker:
 
     async def _handled(self, consumer: str, p: Position) -> bool:
         async with self.deps.pool.acquire() as conn:
-            return p.offset <= await tracking.stored_offset(conn, consumer, p.topic, p.partition)
+            stored = await tracking.stored_offset(conn, consumer, p.topic, p.partition)
+        return p.offset <= stored
 
     async def _store(self, consumer: str, p: Position) -> None:
         async def store() -> None:
@@ -135,6 +136,11 @@ class TranscodeWorker:
                 await self._hand_back(job)
         except JobRefused as exc:
             log.info("transcode job %s of %s stopped: %s", job.job_id, job.asset_id, exc)
+            if exc.code == "ASSET_DELETED":
+                removed = await retrying(f"removing previews of {job.asset_id}",
+                                         lambda: self.runner.remove_previews(job.asset_id))
+                log.info("transcode job %s: removed %d previews of deleted %s", job.job_id,
+                         removed, job.asset_id)
         except Exception as exc:  # every failure of an attempt is retried, then dead-lettered
             try:  # transient broker trouble is waited out: the failure must reach the log
                 await retrying(f"recording the failure of job {job.job_id}",

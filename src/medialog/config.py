@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_rebalance_timeout_ms: int = 10_000
     kafka_request_timeout_ms: int = 30_000
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=10, le=30_000)
     consumer_group: str = "medialog"
 
     # -- PostgreSQL / ClickHouse ----------------------------------------------------------------

@@ -150,7 +150,8 @@ async def test_reports_land_in_their_hour_and_day(http, stack):
                          **{"from": iso(now - timedelta(hours=4)), "to": iso(now)})
     body = await eventually(read, lambda b: b["totals"]["reports"] == 4)
     views = {b["start"]: b["views"] for b in body["series"] if b["reports"]}
-    hour = lambda t: iso(t.replace(minute=0, second=0, microsecond=0))  # noqa: E731
+    def hour(t: datetime) -> str:
+        return iso(t.replace(minute=0, second=0, microsecond=0))
     assert views == {hour(three_h): 2, hour(one_h): 1}
     assert body["totals"]["views"] == 3 and body["totals"]["below_threshold"] == 1
     assert_series_add_up(body)

@@ -206,6 +206,7 @@ async def test_duplicates_and_redelivered_batches_change_nothing(http, stack, pg
         for session in sessions:
             status, body = await report(http, stack, asset,
                                         {"session_id": session, "watch_seconds": 4})
+            assert status == 202
             ids.add(body["report_id"])
     user = "fan1"
     async with http.put(f"{stack.base_url}/v1/assets/{asset}/like",

@@ -82,7 +82,7 @@ HAVING argMaxIf(if(type = 'medialog.asset.upload_requested' AND NOT JSONHas(data
 _ASSET_OF_LIKE = "JSONExtractString(data, 'asset_id')"
 _AGE = "dateDiff('millisecond', time, {now:DateTime64(3, 'UTC')}) / 1000.0 / {tau:Float64}"
 _WINDOW = "time >= {since:DateTime64(3, 'UTC')} AND time <= {now:DateTime64(3, 'UTC')}"
-_TRENDING = f"""SELECT asset_id, sum(w) AS score, sum(v) AS views, sum(l) AS likes FROM (
+_TRENDING = f"""SELECT asset_id, sum(w) AS score, sum(v) AS n_views, sum(l) AS n_likes FROM (
   SELECT asset_id, exp(-{_AGE}) AS w, toInt64(1) AS v, toInt64(0) AS l
   FROM views FINAL WHERE verdict = 'counted' AND {_WINDOW}
   UNION ALL

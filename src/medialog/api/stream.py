@@ -10,7 +10,7 @@ prefix (DESIGN.md "Streaming"). The signature is the credential; no Authorizatio
   ``If-None-Match`` (304), ``Accept-Ranges: bytes``, the type by extension, and caching:
   segments are immutable, variant playlists and thumbnails short-lived, the master playlist
   very short-lived while the asset is still processing (it grows as rungs finish).
-- A missing object is 404 ``NOT_FOUND``."""
+- A missing object is 404 ``NOT_FOUND``. Any origin may read (CORS ``*``): web players need it."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ CHUNK_BYTES = 256 * 1024
 IMMUTABLE = "max-age=31536000, immutable"
 _SEGMENT_TYPES = ("video/mp2t", "video/iso.segment", "audio/aac", "video/mp4")
 _PREFIX_SEGMENTS = 6  # "", "v1", "stream", asset, expires, signature
+# Web players (hls.js) fetch from the page's origin; the signature, not the origin, is the
+# credential, so any origin may read.
+_CORS = {"Access-Control-Allow-Origin": "*",
+         "Access-Control-Expose-Headers": "Content-Length, Content-Range, ETag, Accept-Ranges"}
 
 
 def _not_found() -> NotFound:
@@ -97,7 +101,7 @@ async def stream_object(request: web.Request) -> web.StreamResponse:
             raise _not_found()
         etag = f'"{head.etag}"'
         headers = {"ETag": etag, "Cache-Control": cache, "Accept-Ranges": "bytes",
-                   "Content-Type": content_type_for(path)}
+                   "Content-Type": content_type_for(path), **_CORS}
         if _not_modified(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=headers)
         range_header = request.headers.get("Range")

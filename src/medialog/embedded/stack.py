@@ -235,6 +235,8 @@ class EmbeddedStack:
             "kafka_session_timeout_ms": 6000,
             "kafka_heartbeat_interval_ms": 1000,
             "kafka_rebalance_timeout_ms": 6000,
+            # tansu does not answer a waiting fetch early: keep the wait short (INFRA.md).
+            "kafka_fetch_max_wait_ms": 100,
             "postgres_dsn": self.postgres_dsn,
             "clickhouse_url": "chdb://" + str(self.data_dir / "chdb"),
             "s3_endpoint": self.s3_endpoint,
