@@ -27,6 +27,7 @@ REQUIRED_ENV = (
     "MEDIALOG_S3_ACCESS_KEY",
     "MEDIALOG_S3_SECRET_KEY",
     "MEDIALOG_SIGNING_KEYS",
+    "MEDIALOG_VIEWER_SALT",
     "MEDIALOG_JWT_ISSUER",
     "MEDIALOG_JWT_AUDIENCE",
     "MEDIALOG_JWT_ALGORITHMS",
@@ -176,7 +177,8 @@ def test_no_literal_secrets(compose: dict[str, Any]) -> None:
 
 def test_required_secrets_fail_loudly_when_missing(compose: dict[str, Any]) -> None:
     env = env_of(medialog_services(compose)["api"])
-    for key in ("MEDIALOG_S3_ACCESS_KEY", "MEDIALOG_S3_SECRET_KEY", "MEDIALOG_SIGNING_KEYS"):
+    for key in ("MEDIALOG_S3_ACCESS_KEY", "MEDIALOG_S3_SECRET_KEY", "MEDIALOG_SIGNING_KEYS",
+                "MEDIALOG_VIEWER_SALT"):
         assert ":?" in env[key], f"{key}: use ${{VAR:?set VAR in .env}}"
 
 
