@@ -20,7 +20,7 @@ import faust
 from medialog.domain import events as e
 from medialog.outcomes import NOTIFY_CHANNEL
 from projections.runner import Record, apply_batch, events_of
-from streams.app import StreamDeps
+from streams.app import StreamDeps, raw_topic
 
 log = logging.getLogger(__name__)
 NAME = "projection.assets"
@@ -135,8 +135,7 @@ async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
 
 
 def register(app: faust.App, deps: StreamDeps) -> None:
-    topic = app.topic(deps.settings.topic("events.asset"), key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
+    topic = raw_topic(app, deps.settings, "events.asset")
 
     @app.agent(topic, name="projection-assets")
     async def assets_projection(stream: faust.StreamT[bytes]) -> None:

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import faust
@@ -51,6 +52,7 @@ from projections.clickhouse_rows import (
     decode_state,
     event_row,
     first_offsets,
+    session_key,
 )
 from projections.runner import events_of
 from streams.app import StreamDeps
@@ -61,6 +63,7 @@ TOPICS = ("events.asset", "events.engagement", "events.views", "events.access")
 BATCH_SIZE = 1000
 BATCH_WITHIN_S = 0.5
 RETRY_MAX_S = 30.0
+MAX_CACHED_SESSIONS = 500_000  # sessions kept in memory (ClickHouseProjection: session cache)
 
 
 @dataclass
@@ -103,15 +106,41 @@ class Stored:
     ids: dict[SessionKey, frozenset[str]]
 
 
-class ClickHouseProjection:
-    """Applies batches of raw records; call :meth:`apply` on the ClickHouse thread."""
+@dataclass
+class _Folded:
+    """One partition's fold as this process left it: each cached session's state and report
+    ids as of ``upto`` (every record up to it folded, in log order). ``complete``: every session
+    with a report at or below ``upto`` is cached (the fold started at offset 0), so a session
+    not in here is new; otherwise a missing session is read from ClickHouse."""
 
-    def __init__(self, rule: ViewRule) -> None:
+    upto: int
+    complete: bool
+    states: dict[SessionKey, SessionState] = field(default_factory=dict)
+    ids: dict[SessionKey, set[str]] = field(default_factory=dict)
+
+
+class ClickHouseProjection:
+    """Applies batches of raw records; call :meth:`apply` on the ClickHouse thread.
+
+    **Session cache.** Reading each batch's session states back from ClickHouse costs a query
+    per batch; instead the process keeps, per partition, the states and ids its own fold
+    reached (``_Folded``). They are the very values ClickHouse holds below the next batch when
+    that batch continues the partition exactly where the cache ends (first offset = ``upto`` +
+    1): the states are a function of the log below, which is the same log. Any other batch
+    start (a re-delivery or replay from further back, a gap: another consumer may have applied
+    records in between) drops the partition's cache, and the batch reads from ClickHouse as if
+    the process had just started. The cache is updated only after both inserts succeeded, so a
+    failed batch is retried from the same cache. Verdicts therefore stay a function of the log,
+    whatever the batching, restarts or replays."""
+
+    def __init__(self, rule: ViewRule, *, max_sessions: int = MAX_CACHED_SESSIONS) -> None:
         self.rule = rule
+        self.max_sessions = max_sessions
         # Positions this process stored itself or read: never above what ClickHouse holds, so a
         # stale entry (another worker advanced the partition meanwhile) only makes a redelivered
         # record be written again, identically. Partitions not in here are read from ClickHouse.
         self._known: dict[tuple[str, int], int] = {}
+        self._folded: dict[tuple[str, int], _Folded] = {}
 
     def apply(self, client: Client, batch: Sequence[tuple[Position, bytes]]) -> BatchResult:
         """Fold the whole batch (records at or below the stored positions too: they recompute
@@ -130,8 +159,40 @@ class ClickHouseProjection:
             decoded.append((position, event))
             if isinstance(payload, ViewReported):
                 views.append(ViewRecord(position, event, payload))
+        # Per partition: the batch's offsets, and the cached fold it continues (if any).
+        offsets: dict[tuple[str, int], set[int]] = {}
+        for p, _ in batch:
+            offsets.setdefault((p.topic, p.partition), set()).add(p.offset)
+        folded: dict[tuple[str, int], _Folded] = {}
+        for part, offs in offsets.items():
+            first = min(offs)
+            cached = self._folded.get(part)
+            if cached is None or cached.upto + 1 != first:
+                cached = _Folded(upto=first - 1, complete=first == 0)
+            folded[part] = cached
+        # Sessions the cache cannot answer are read from ClickHouse, below the batch.
+        states: dict[SessionKey, SessionState] = {}
+        ids: dict[SessionKey, AbstractSet[str]] = {}
+        missing: list[ViewRecord] = []
+        part_of: dict[SessionKey, tuple[str, int]] = {}
+        for record in views:
+            key = session_key(record.report)
+            if key in ids:
+                continue
+            p = record.position
+            part_of[key] = part = (p.topic, p.partition)
+            cached = folded[part]
+            if key in cached.ids:
+                states[key], ids[key] = cached.states[key], cached.ids[key]
+            elif cached.complete:
+                ids[key] = frozenset()
+            else:
+                ids[key] = frozenset()  # until read: absent from ClickHouse too
+                missing.append(record)
         unknown = {(p.topic, p.partition) for p, _ in batch} - self._known.keys()
-        stored = self.read(client, {t for t, _ in unknown}, views)
+        stored = self.read(client, {t for t, _ in unknown}, missing)
+        states.update(stored.states)
+        ids.update(stored.ids)
         self._known.update(stored.positions)
         for key in unknown - stored.positions.keys():
             self._known[key] = -1
@@ -141,8 +202,8 @@ class ClickHouseProjection:
 
         rows = [(p, event_row(p, e)) for p, e in decoded if fresh(p)]
         result.applied = len(rows)
+        fold = ViewFold(self.rule, states, ids)
         if views:
-            fold = ViewFold(self.rule, stored.states, stored.ids)
             for record in views:
                 fold.add(record, write=fresh(record.position))
             if fold.rows:
@@ -154,7 +215,30 @@ class ClickHouseProjection:
             for p, _ in rows:
                 key = (p.topic, p.partition)
                 self._known[key] = max(self._known[key], p.offset)
+        self._remember(folded, offsets, fold, ids, part_of)
         return result
+
+    def _remember(self, folded: dict[tuple[str, int], _Folded],
+                  offsets: dict[tuple[str, int], set[int]], fold: ViewFold,
+                  ids: Mapping[SessionKey, AbstractSet[str]],
+                  part_of: Mapping[SessionKey, tuple[str, int]]) -> None:
+        """After the batch is written: the touched sessions' states and ids, as of its end."""
+        for key, new_ids in fold.folded.items():
+            cached = folded[part_of[key]]
+            known = cached.ids.get(key)
+            if known is None:
+                known = cached.ids[key] = set(ids.get(key, ()))
+            known.update(new_ids)
+            cached.states[key] = fold.states[key]
+        for part, offs in offsets.items():
+            cached = folded[part]
+            if max(offs) - min(offs) + 1 != len(offs):  # a gap inside the batch: do not trust
+                self._folded.pop(part, None)
+                continue
+            cached.upto = max(offs)
+            self._folded[part] = cached
+        if sum(len(f.ids) for f in self._folded.values()) > self.max_sessions:
+            self._folded.clear()  # memory bound: start over (reads from ClickHouse)
 
     @staticmethod
     def read(client: Client, topics: set[str], views: list[ViewRecord]) -> Stored:

@@ -9,6 +9,7 @@ so the rows depend only on the log: a replay, batched any way, yields the same r
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,13 +75,16 @@ class ViewFold:
     stored, or was seen earlier in the batch, is a duplicate (the same report re-published on
     the log): it gets no row and moves no state. Every other report is folded; ``write=False``
     (a record already applied, re-delivered with the batch) folds it without keeping its row,
-    which ClickHouse holds already, identical."""
+    which ClickHouse holds already, identical. ``folded``: per session, the ids of the reports
+    folded here (rows written or not), in order: with ``stored`` they are the session's ids as
+    of the end of the batch."""
 
     rule: ViewRule
     states: dict[SessionKey, SessionState]
-    stored: Mapping[SessionKey, frozenset[str]]
+    stored: Mapping[SessionKey, AbstractSet[str]]
     rows: list[list[Any]] = field(default_factory=list)
     verdicts: dict[str, int] = field(default_factory=dict)
+    folded: dict[SessionKey, list[str]] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
 
     def add(self, record: ViewRecord, *, write: bool = True) -> Verdict:
@@ -98,6 +102,7 @@ class ViewFold:
         if seen.verdict is Verdict.DUPLICATE:
             return self._count(seen.verdict, write)
         self.states[key] = seen.state
+        self.folded.setdefault(key, []).append(event.id)
         if write:
             p = record.position
             self.rows.append([

@@ -21,6 +21,7 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -30,6 +31,7 @@ from medialog.config import Settings
 from medialog.domain.engagement import engagement_key
 from medialog.domain.events import Liked, Unliked, ViewReported
 from medialog.domain.views import Report, SessionState, Verdict, ViewRule, observe
+from medialog.envelope import CloudEvent
 from medialog.outcomes import NOTIFY_CHANNEL
 from projections.runner import Apply, Record, apply_batch, events_of
 from streams.app import StreamDeps
@@ -55,86 +57,91 @@ def rule_of(settings: Settings) -> ViewRule:
 
 
 def make_apply(rule: ViewRule) -> Apply:
-    """The ``apply`` for ``runner.apply_batch``, with the configured view rule."""
+    """The ``apply`` for ``runner.apply_batch``, with the configured view rule.
+
+    Two round trips per batch, whatever its size: one read of the touched sessions and likes,
+    the folds in Python, one statement writing sessions, likes, counters (and the notify)."""
 
     async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
+        views: list[tuple[SessionKey, CloudEvent, ViewReported]] = []
+        likes: list[tuple[Record, Liked | Unliked]] = []
+        for r in records:
+            p = r.payload
+            if isinstance(p, ViewReported):
+                views.append(((p.asset_id, p.viewer_key, p.session_id), r.event, p))
+            elif isinstance(p, Liked | Unliked):
+                likes.append((r, p))
+        if not views and not likes:
+            return
+        states, current = await _read(conn, views, likes)
         deltas: defaultdict[str, _Delta] = defaultdict(_Delta)
-        views = [(r, r.payload) for r in records if isinstance(r.payload, ViewReported)]
-        likes = [(r, r.payload) for r in records if isinstance(r.payload, Liked | Unliked)]
-        if views:
-            await _apply_views(conn, rule, views, deltas)
-        if likes and await _apply_likes(conn, likes, deltas):
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, "engagement")
-        await _add_stats(conn, deltas)
+        sessions = _fold_views(rule, views, states, deltas)
+        liked = _fold_likes(likes, current, deltas)
+        await _write(conn, sessions, liked, deltas)
 
     return apply
 
 
-async def _apply_views(
-    conn: asyncpg.Connection, rule: ViewRule, records: Sequence[tuple[Record, ViewReported]],
-    deltas: defaultdict[str, _Delta],
-) -> None:
-    keys = sorted({(p.asset_id, p.viewer_key, p.session_id) for _, p in records})
+_READ = (  # one round trip: the touched sessions (kind 's') and likes rows (kind 'l')
+    "SELECT 's' AS kind, s.asset_id AS key, s.viewer_key, s.session_id, s.window_start, "
+    "s.watched_ms, s.counted_at, s.reports, s.views, s.recent_ids, "
+    "NULL::boolean AS liked, NULL::integer AS version, NULL::timestamptz AS liked_at "
+    "FROM view_sessions s JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(a, v, sid) "
+    "ON s.asset_id = k.a AND s.viewer_key = k.v AND s.session_id = k.sid "
+    "UNION ALL "
+    "SELECT 'l', l.engagement_key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+    "l.liked, l.version, l.liked_at FROM likes l WHERE l.engagement_key = ANY($4::text[])"
+)
+
+
+async def _read(
+    conn: asyncpg.Connection, views: Sequence[tuple[SessionKey, CloudEvent, ViewReported]],
+    likes: Sequence[tuple[Record, Liked | Unliked]],
+) -> tuple[dict[SessionKey, SessionState], dict[str, tuple[bool, int, datetime | None]]]:
+    keys = {key for key, _, _ in views}
     rows = await conn.fetch(
-        "SELECT s.* FROM view_sessions s JOIN unnest($1::text[], $2::text[], $3::text[]) "
-        "AS k(a, v, s2) ON s.asset_id = k.a AND s.viewer_key = k.v AND s.session_id = k.s2",
-        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+        _READ, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+        list({engagement_key(p.asset_id, p.user_id) for _, p in likes}),
     )
-    states: dict[SessionKey, SessionState] = {
-        (r["asset_id"], r["viewer_key"], r["session_id"]): SessionState(
-            window_start=r["window_start"], watched_ms=r["watched_ms"],
-            counted_at=r["counted_at"], reports=r["reports"], views=r["views"],
-            recent_ids=tuple(r["recent_ids"]),
-        )
-        for r in rows
-    }
+    states: dict[SessionKey, SessionState] = {}
+    current: dict[str, tuple[bool, int, datetime | None]] = {}
+    for r in rows:
+        if r[0] == "s":
+            states[(r[1], r[2], r[3])] = SessionState(
+                window_start=r[4], watched_ms=r[5], counted_at=r[6], reports=r[7], views=r[8],
+                recent_ids=tuple(r[9]))
+        else:
+            current[r[1]] = (r[10], r[11], r[12])
+    return states, current
+
+
+def _fold_views(
+    rule: ViewRule, records: Sequence[tuple[SessionKey, CloudEvent, ViewReported]],
+    states: dict[SessionKey, SessionState], deltas: defaultdict[str, _Delta],
+) -> list[tuple[SessionKey, bool, SessionState]]:
+    """Fold the reports (log order within each partition: the fold is exact) into ``states``;
+    the changed sessions, sorted (concurrent workers lock rows in the same order)."""
+    new, duplicate, state_of = SessionState(), Verdict.DUPLICATE, states.get
     signed_in: dict[SessionKey, bool] = {}
-    changed: set[SessionKey] = set()
-    for r, p in records:  # log order within each partition: the fold is exact
-        key = (p.asset_id, p.viewer_key, p.session_id)
-        seen = observe(rule, states.get(key, SessionState()), Report(
-            report_id=r.event.id, at=r.event.time, watch_seconds=p.watch_seconds,
+    for key, event, p in records:
+        seen = observe(rule, state_of(key, new), Report(
+            report_id=event.id, at=event.time, watch_seconds=p.watch_seconds,
             duration_s=p.duration_s))
-        if seen.verdict is Verdict.DUPLICATE:
+        if seen.verdict is duplicate:
             continue
         states[key], signed_in[key] = seen.state, p.signed_in
-        changed.add(key)
         delta = deltas[p.asset_id]
         delta.views += seen.counted
         delta.watched_ms += seen.watched_ms
-    if not changed:
-        return
-    rows_out = [(k, states[k]) for k in sorted(changed)]
-    await conn.execute(
-        "INSERT INTO view_sessions AS s (asset_id, viewer_key, session_id, signed_in, "
-        "window_start, watched_ms, counted_at, reports, views, recent_ids) "
-        "SELECT a, v, sid, si, ws, w, ca, rp, vw, string_to_array(ids, ' ') FROM unnest("
-        "$1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[], $6::bigint[], "
-        "$7::timestamptz[], $8::int[], $9::int[], $10::text[]) "
-        "AS u(a, v, sid, si, ws, w, ca, rp, vw, ids) "
-        "ON CONFLICT (asset_id, viewer_key, session_id) DO UPDATE SET "
-        "window_start = EXCLUDED.window_start, watched_ms = EXCLUDED.watched_ms, "
-        "counted_at = EXCLUDED.counted_at, reports = EXCLUDED.reports, views = EXCLUDED.views, "
-        "recent_ids = EXCLUDED.recent_ids, updated_at = now()",
-        [k[0] for k, _ in rows_out], [k[1] for k, _ in rows_out], [k[2] for k, _ in rows_out],
-        [signed_in[k] for k, _ in rows_out], [s.window_start for _, s in rows_out],
-        [s.watched_ms for _, s in rows_out], [s.counted_at for _, s in rows_out],
-        [s.reports for _, s in rows_out], [s.views for _, s in rows_out],
-        [" ".join(s.recent_ids) for _, s in rows_out],
-    )
+    return [(k, signed_in[k], states[k]) for k in sorted(signed_in)]
 
 
-async def _apply_likes(
-    conn: asyncpg.Connection, records: Sequence[tuple[Record, Liked | Unliked]],
-    deltas: defaultdict[str, _Delta],
-) -> bool:
-    """Apply like/unlike events above each key's version; True if any row changed."""
-    keys = sorted({engagement_key(p.asset_id, p.user_id) for _, p in records})
-    rows = await conn.fetch(
-        "SELECT engagement_key, liked, version, liked_at FROM likes "
-        "WHERE engagement_key = ANY($1::text[])", keys)
-    current = {r["engagement_key"]: (r["liked"], r["version"], r["liked_at"]) for r in rows}
-    out: dict[str, tuple[str, str, bool, int, object, object]] = {}
+def _fold_likes(
+    records: Sequence[tuple[Record, Liked | Unliked]],
+    current: dict[str, tuple[bool, int, datetime | None]], deltas: defaultdict[str, _Delta],
+) -> list[tuple[str, tuple[str, str, bool, int, datetime | None, datetime]]]:
+    """Apply like/unlike events above each key's version; the changed rows, sorted."""
+    out: dict[str, tuple[str, str, bool, int, datetime | None, datetime]] = {}
     for r, p in records:
         key = engagement_key(p.asset_id, p.user_id)
         liked, version, liked_at = current.get(key, (False, 0, None))
@@ -149,35 +156,57 @@ async def _apply_likes(
         liked_at = r.event.time if now_liked and not liked else liked_at
         current[key] = (now_liked, seq, liked_at)
         out[key] = (p.asset_id, p.user_id, now_liked, seq, liked_at, r.event.time)
-    if not out:
-        return False
-    items = sorted(out.items())
-    await conn.execute(
-        "INSERT INTO likes (engagement_key, asset_id, user_id, liked, version, liked_at, "
-        "updated_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], "
-        "$5::int[], $6::timestamptz[], $7::timestamptz[]) "
-        "ON CONFLICT (engagement_key) DO UPDATE SET liked = EXCLUDED.liked, "
-        "version = EXCLUDED.version, liked_at = EXCLUDED.liked_at, updated_at = EXCLUDED.updated_at",
-        [k for k, _ in items], [v[0] for _, v in items], [v[1] for _, v in items],
-        [v[2] for _, v in items], [v[3] for _, v in items], [v[4] for _, v in items],
-        [v[5] for _, v in items],
-    )
-    return True
+    return sorted(out.items())
 
 
-async def _add_stats(conn: asyncpg.Connection, deltas: dict[str, _Delta]) -> None:
-    items = sorted((a, d) for a, d in deltas.items() if d.views or d.likes or d.watched_ms)
-    if not items:
+_WRITE = (  # one statement; each part is a no-op on empty arrays
+    "WITH sessions AS (INSERT INTO view_sessions AS s (asset_id, viewer_key, session_id, "
+    "signed_in, window_start, watched_ms, counted_at, reports, views, recent_ids) "
+    "SELECT a, v, sid, si, ws, w, ca, rp, vw, string_to_array(ids, ' ') FROM unnest("
+    "$1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[], $6::bigint[], "
+    "$7::timestamptz[], $8::int[], $9::int[], $10::text[]) "
+    "AS u(a, v, sid, si, ws, w, ca, rp, vw, ids) "
+    "ON CONFLICT (asset_id, viewer_key, session_id) DO UPDATE SET "
+    "window_start = EXCLUDED.window_start, watched_ms = EXCLUDED.watched_ms, "
+    "counted_at = EXCLUDED.counted_at, reports = EXCLUDED.reports, views = EXCLUDED.views, "
+    "recent_ids = EXCLUDED.recent_ids, updated_at = now()), "
+    "likes AS (INSERT INTO likes (engagement_key, asset_id, user_id, liked, version, liked_at, "
+    "updated_at) SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::bool[], "
+    "$15::int[], $16::timestamptz[], $17::timestamptz[]) "
+    "ON CONFLICT (engagement_key) DO UPDATE SET liked = EXCLUDED.liked, "
+    "version = EXCLUDED.version, liked_at = EXCLUDED.liked_at, updated_at = EXCLUDED.updated_at), "
+    "stats AS (INSERT INTO asset_stats AS t (asset_id, view_count, like_count, "
+    "watch_seconds_total) SELECT * FROM unnest($18::text[], $19::bigint[], $20::bigint[], "
+    "$21::numeric[]) ON CONFLICT (asset_id) DO UPDATE SET "
+    "view_count = t.view_count + EXCLUDED.view_count, "
+    "like_count = t.like_count + EXCLUDED.like_count, "
+    "watch_seconds_total = t.watch_seconds_total + EXCLUDED.watch_seconds_total, "
+    "updated_at = now()) "
+    "SELECT pg_notify($22, 'engagement') WHERE $23::boolean"  # likes changed: wake waiters
+)
+
+
+async def _write(
+    conn: asyncpg.Connection, sessions: Sequence[tuple[SessionKey, bool, SessionState]],
+    likes: Sequence[tuple[str, tuple[str, str, bool, int, datetime | None, datetime]]],
+    deltas: dict[str, _Delta],
+) -> None:
+    stats = sorted((a, d) for a, d in deltas.items() if d.views or d.likes or d.watched_ms)
+    if not sessions and not likes and not stats:
         return
-    await conn.execute(  # sorted by asset: concurrent workers lock rows in the same order
-        "INSERT INTO asset_stats AS t (asset_id, view_count, like_count, watch_seconds_total) "
-        "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::numeric[]) "
-        "ON CONFLICT (asset_id) DO UPDATE SET view_count = t.view_count + EXCLUDED.view_count, "
-        "like_count = t.like_count + EXCLUDED.like_count, "
-        "watch_seconds_total = t.watch_seconds_total + EXCLUDED.watch_seconds_total, "
-        "updated_at = now()",
-        [a for a, _ in items], [d.views for _, d in items], [d.likes for _, d in items],
-        [Decimal(d.watched_ms) / 1000 for _, d in items],
+    await conn.execute(  # rows sorted by key: concurrent workers lock them in the same order
+        _WRITE,
+        [k[0] for k, _, _ in sessions], [k[1] for k, _, _ in sessions],
+        [k[2] for k, _, _ in sessions], [si for _, si, _ in sessions],
+        [s.window_start for _, _, s in sessions], [s.watched_ms for _, _, s in sessions],
+        [s.counted_at for _, _, s in sessions], [s.reports for _, _, s in sessions],
+        [s.views for _, _, s in sessions], [" ".join(s.recent_ids) for _, _, s in sessions],
+        [k for k, _ in likes], [v[0] for _, v in likes], [v[1] for _, v in likes],
+        [v[2] for _, v in likes], [v[3] for _, v in likes], [v[4] for _, v in likes],
+        [v[5] for _, v in likes],
+        [a for a, _ in stats], [d.views for _, d in stats], [d.likes for _, d in stats],
+        [Decimal(d.watched_ms) / 1000 for _, d in stats],
+        NOTIFY_CHANNEL, bool(likes),
     )
 
 

@@ -58,6 +58,6 @@ async def apply_batch(
 
 
 def events_of(batch: Sequence[faust.EventT[bytes]]) -> list[tuple[Position, bytes]]:
-    return [
-        (Position(e.message.topic, e.message.partition, e.message.offset), e.value) for e in batch
-    ]
+    from streams.app import position
+
+    return [(position(e), e.value) for e in batch]

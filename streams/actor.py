@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import asyncpg
 from pydantic import TypeAdapter
@@ -20,6 +20,11 @@ from medialog import outcomes, tracking
 from medialog.domain.errors import MedialogError
 from medialog.envelope import decode_command, encode_event, event_id, make_event
 from medialog.tracking import Position
+
+if TYPE_CHECKING:
+    import faust
+
+    from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
@@ -123,3 +128,18 @@ async def handle_command(
             error_details=error.details if error else None,
         )
         await tracking.advance(conn, consumer, [position])
+
+
+def register_actor(app: faust.App, deps: StreamDeps, spec: ActorSpec[S], commands_topic: str) -> None:
+    """One agent per aggregate type: commands are handled one at a time per partition, so one
+    aggregate key has one owner and one command in flight (DESIGN.md "actors")."""
+    from streams.app import position, publish, raw_topic
+
+    async def send(topic: str, key: str, values: list[bytes]) -> None:
+        await publish(app, topic, key, values)
+
+    async def actor(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await handle_command(spec, deps.pool, send, position(event), event.value)
+
+    app.agent(raw_topic(app, deps.settings, commands_topic), name=f"{spec.name}-actor")(actor)

@@ -14,6 +14,7 @@ import faust
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
 from medialog.storage import BlobStore
+from medialog.tracking import Position
 from streams.faust_transport import App
 
 
@@ -67,6 +68,18 @@ def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
         janitor.register(app, deps)
         transcoder.register(app, deps)
     return app
+
+
+def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
+    """A topic of ours (prefix applied) whose keys and values reach agents as bytes: decoding
+    is the envelope's job (``medialog.envelope``), not Faust's."""
+    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw")
+
+
+def position(event: faust.EventT[bytes]) -> Position:
+    msg = event.message
+    return Position(msg.topic, msg.partition, msg.offset)
 
 
 async def publish(app: faust.App, topic: str, key: str, values: list[bytes]) -> None:

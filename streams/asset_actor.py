@@ -10,9 +10,8 @@ import faust
 from medialog.domain.asset import Asset, decide, fold
 from medialog.domain.commands import CompleteUpload, ObjectFacts
 from medialog.storage import BlobStore
-from medialog.tracking import Position
-from streams.actor import ActorSpec, handle_command
-from streams.app import StreamDeps, publish
+from streams.actor import ActorSpec, register_actor
+from streams.app import StreamDeps
 
 
 def spec(events_topic: str, blobs: BlobStore) -> ActorSpec[Asset]:
@@ -38,18 +37,4 @@ def spec(events_topic: str, blobs: BlobStore) -> ActorSpec[Asset]:
 
 
 def register(app: faust.App, deps: StreamDeps) -> None:
-    s = deps.settings
-    actor = spec(s.topic("events.asset"), deps.blobs)
-    commands = app.topic(s.topic("commands.asset"), key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-
-    async def send(topic: str, key: str, values: list[bytes]) -> None:
-        await publish(app, topic, key, values)
-
-    @app.agent(commands, name="asset-actor")
-    async def asset_actor(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            msg = event.message
-            await handle_command(
-                actor, deps.pool, send, Position(msg.topic, msg.partition, msg.offset), event.value
-            )
+    register_actor(app, deps, spec(deps.settings.topic("events.asset"), deps.blobs), "commands.asset")

@@ -7,9 +7,8 @@ from __future__ import annotations
 import faust
 
 from medialog.domain.engagement import Engagement, decide, fold
-from medialog.tracking import Position
-from streams.actor import ActorSpec, handle_command
-from streams.app import StreamDeps, publish
+from streams.actor import ActorSpec, register_actor
+from streams.app import StreamDeps
 
 NAME = "engagement"  # outcomes._READ_MODELS maps it to the ``likes`` table
 
@@ -27,18 +26,4 @@ def spec(events_topic: str) -> ActorSpec[Engagement]:
 
 
 def register(app: faust.App, deps: StreamDeps) -> None:
-    s = deps.settings
-    actor = spec(s.topic("events.engagement"))
-    commands = app.topic(s.topic("commands.engagement"), key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-
-    async def send(topic: str, key: str, values: list[bytes]) -> None:
-        await publish(app, topic, key, values)
-
-    @app.agent(commands, name="engagement-actor")
-    async def engagement_actor(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            msg = event.message
-            await handle_command(
-                actor, deps.pool, send, Position(msg.topic, msg.partition, msg.offset), event.value
-            )
+    register_actor(app, deps, spec(deps.settings.topic("events.engagement")), "commands.engagement")

@@ -30,7 +30,7 @@ from medialog.domain.events import AssetDeleted, Promoted, UploadExpired
 from medialog.envelope import decode_event
 from medialog.storage import BlobStore
 from medialog.tracking import Position
-from streams.app import StreamDeps
+from streams.app import StreamDeps, position, raw_topic
 from streams.worker import (
     PermanentFailure, SendCommand, command_sender, derived_id, handle_once, system_meta,
 )
@@ -121,15 +121,13 @@ async def sweep_expired(
 
 def register(app: faust.App, deps: StreamDeps) -> None:
     s = deps.settings
-    topic = app.topic(s.topic("events.asset"), key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
+    topic = raw_topic(app, s, "events.asset")
     send = command_sender(app, s, "commands.asset")
 
     @app.agent(topic, name="worker-janitor")
     async def janitor(stream: faust.StreamT[bytes]) -> None:
         async for record in stream.events():
-            msg = record.message
-            await handle(deps, Position(msg.topic, msg.partition, msg.offset), record.value)
+            await handle(deps, position(record), record.value)
 
     async def expiry_sweep() -> None:
         try:

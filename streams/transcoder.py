@@ -37,7 +37,7 @@ from medialog.domain.commands import FailTranscode
 from medialog.domain.events import TranscodeRequested
 from medialog.envelope import decode_event
 from medialog.tracking import Position
-from streams.app import StreamDeps
+from streams.app import StreamDeps, position, raw_topic
 from streams.transcode.ffmpeg_runner import TranscodeError
 from streams.transcode_jobs import (
     DeadLetter, RetryJob, TranscodeJob, Watermark, backoff_s, command_id,
@@ -219,29 +219,24 @@ class TranscodeWorker:
         await self._store(RETRY, p)
 
 
-def _position(event: faust.EventT[bytes]) -> Position:
-    return Position(event.message.topic, event.message.partition, event.message.offset)
-
-
 def register(app: faust.App, deps: StreamDeps) -> None:
     s = deps.settings
     worker = TranscodeWorker(app, deps)
 
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(s.topic(name), key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
+    def topic(name: str) -> faust.TopicT:
+        return raw_topic(app, s, name)
 
-    @app.agent(raw_topic("events.asset"), name="transcode-dispatcher")
+    @app.agent(topic("events.asset"), name="transcode-dispatcher")
     async def dispatcher(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take_events(200, within=0.2):  # type: ignore[attr-defined]
-            await worker.dispatch([(_position(e), e.value) for e in batch])
+            await worker.dispatch([(position(e), e.value) for e in batch])
 
-    @app.agent(raw_topic("jobs.transcode"), name="transcoder", concurrency=s.transcode_concurrency)
+    @app.agent(topic("jobs.transcode"), name="transcoder", concurrency=s.transcode_concurrency)
     async def transcoder(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await worker.transcode(_position(event), event.value)
+            await worker.transcode(position(event), event.value)
 
-    @app.agent(raw_topic("jobs.transcode.retry"), name="transcode-retry")
+    @app.agent(topic("jobs.transcode.retry"), name="transcode-retry")
     async def retrier(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await worker.retry(_position(event), event.value)
+            await worker.retry(position(event), event.value)

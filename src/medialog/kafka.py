@@ -4,6 +4,8 @@ clients from ``streams.app``. Only ordinary client APIs: the same code runs on t
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -51,13 +53,21 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create missing topics; return the names created. Existing topics are left as they are."""
+@asynccontextmanager
+async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=_bootstrap(settings), request_timeout_ms=settings.kafka_request_timeout_ms
     )
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; return the names created. Existing topics are left as they are."""
+    async with _admin(settings) as admin:
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
@@ -75,17 +85,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
             except TopicAlreadyExistsError:
                 log.info("topics were created concurrently")
         return [t.name for t in wanted]
-    finally:
-        await admin.close()
 
 
 async def missing_topics(settings: Settings) -> list[str]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=_bootstrap(settings), request_timeout_ms=settings.kafka_request_timeout_ms
-    )
-    await admin.start()
-    try:
+    async with _admin(settings) as admin:
         existing = set(await admin.list_topics())
-    finally:
-        await admin.close()
     return [settings.topic(t.name) for t in TOPICS if settings.topic(t.name) not in existing]

@@ -734,3 +734,123 @@ async def test_verifier_owns_a_session_when_none_is_given(jwks_server: JwksServe
     finally:
         await verifier.close()
     await verifier.close()  # idempotent
+
+
+# -- verified-token cache ---------------------------------------------------------------------
+
+
+def cached_verifier(
+    *, clock: FakeClock | None = None, leeway_s: float = 30.0, **over: Any
+) -> TokenVerifier:
+    return TokenVerifier(
+        issuer=ISS,
+        audience=AUD,
+        allowed_algorithms=frozenset({"RS256", "HS256"}),
+        hs256_secret=SECRET,
+        local_jwks=public_jwks(KEY_A),
+        leeway_s=leeway_s,
+        clock=clock or FakeClock(),
+        **over,
+    )
+
+
+def count_full_verifications(verifier: TokenVerifier) -> list[str]:
+    """Record each full (uncached) verification; the verifier still runs it."""
+    calls: list[str] = []
+    full = verifier._verify
+
+    async def counted(token: str) -> Any:
+        calls.append(token)
+        return await full(token)
+
+    verifier._verify = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def test_cache_serves_a_verified_token_until_its_deadline() -> None:
+    clock = FakeClock()
+    verifier = cached_verifier(clock=clock)
+    full = count_full_verifications(verifier)
+    for token in (rs256(claims(sub="rs")), hs256(claims(sub="hs"))):
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) == first
+    assert len(full) == 2
+    clock.advance(59.9)
+    await verifier.verify(full[0])
+    assert len(full) == 2
+    clock.advance(0.1)  # 60 s: verified in full again
+    await verifier.verify(full[0])
+    assert len(full) == 3
+
+
+async def test_cached_token_is_refused_after_its_exp() -> None:
+    verifier = cached_verifier(leeway_s=0)  # no leeway: refused as soon as exp is reached
+    full = count_full_verifications(verifier)
+    exp = int(time.time()) + 2
+    token = rs256(claims(exp=exp, iat=exp - 60, nbf=exp - 60))
+    await verifier.verify(token)
+    await verifier.verify(token)
+    assert len(full) == 1  # the second answer came from the cache
+    await asyncio.sleep(max(0.0, exp - time.time()) + 0.05)
+    await refused(verifier, token, "TOKEN_EXPIRED")
+    await refused(verifier, token, "TOKEN_EXPIRED")  # and the refusal is not remembered
+
+
+async def test_cache_never_outlives_exp_even_within_the_leeway() -> None:
+    wall = [time.time()]
+    verifier = cached_verifier(wall_clock=lambda: wall[0])
+    full = count_full_verifications(verifier)
+    exp = int(wall[0]) + 5
+    token = rs256(claims(exp=exp))
+    await verifier.verify(token)
+    wall[0] = exp - 0.001
+    await verifier.verify(token)
+    assert len(full) == 1
+    wall[0] = exp  # the cache's view of time has reached exp: no cached answer any more
+    await verifier.verify(token)  # (pyjwt, on the real clock, still accepts it)
+    assert len(full) == 2
+
+
+async def test_same_claims_with_another_signature_are_not_served_from_cache() -> None:
+    verifier = cached_verifier()
+    payload = claims(roles=[ADMIN])
+    good = rs256(payload)
+    assert (await verifier.verify(good)).roles == frozenset({ADMIN})
+    head, body, _ = good.split(".")  # the very same header (kid A) and claims, signed by EVIL
+    evil = KEY_EVIL.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    await refused(verifier, f"{head}.{body}.{b64url(evil)}", "TOKEN_BAD_SIGNATURE")
+    await refused(verifier, f"{head}.{body}.", "TOKEN_BAD_SIGNATURE")
+    hs = hs256(payload)
+    await verifier.verify(hs)
+    await refused(verifier, hs256(payload, OTHER_SECRET), "TOKEN_BAD_SIGNATURE")
+    assert (await verifier.verify(good)).roles == frozenset({ADMIN})  # still cached, still fine
+
+
+async def test_cache_is_bounded_and_can_be_disabled() -> None:
+    verifier = cached_verifier(token_cache_size=3)
+    full = count_full_verifications(verifier)
+    tokens = [rs256(claims(sub=f"user{i}")) for i in range(5)]
+    for token in tokens:
+        await verifier.verify(token)
+    await verifier.verify(tokens[4])  # among the 3 most recent
+    assert len(full) == 5
+    await verifier.verify(tokens[0])  # evicted
+    assert len(full) == 6
+    off = cached_verifier(token_cache_size=0)
+    full_off = count_full_verifications(off)
+    for _ in range(3):
+        assert (await off.verify(tokens[1])).user_id == "user1"
+    assert len(full_off) == 3
+
+
+async def test_cached_remote_token_stops_when_its_key_leaves_the_jwks(
+    jwks_server: JwksServer, http: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock()
+    verifier = remote_verifier(jwks_server.url, http, clock, jwt_jwks_cache_s=20)
+    token = rs256(claims())
+    await verifier.verify(token)
+    jwks_server.jwks = public_jwks(KEY_B)
+    clock.advance(21)  # JWKS expired: the next use of the kid refetches and A is gone
+    await refused(verifier, token, "TOKEN_UNKNOWN_KEY")
+    assert jwks_server.hits == 2

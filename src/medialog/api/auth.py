@@ -31,6 +31,14 @@ Contracts:
   when a token names an unknown ``kid``, but never more than once per ``refetch_min_interval_s``
   (10 s): a flood of made-up kids costs the issuer at most one request per 10 s. Concurrent
   callers share one fetch. If a refetch fails, the keys already known keep working.
+* Verified tokens are remembered (``token_cache_size`` entries, least recently used evicted,
+  keyed by the SHA-256 of the whole token, so another signature is another entry) for at most
+  ``token_cache_s`` (60 s) and never past the token's ``exp`` (leeway does not extend a cached
+  entry; a token inside its leeway is verified in full again). Refusals are never remembered. A
+  remembered RS256 token is served only while its ``kid`` still resolves (same rules as above:
+  JWKS expiry, refetch) to the very key that verified it, so a key dropped from the JWKS stops
+  its tokens as before. Everything else a verification checks depends only on the token's
+  bytes and the clock, so a remembered answer is the answer a full verification would give.
 * ``require(principal, *roles)`` passes when the principal has any of ``roles`` or is admin, and
   raises ``Forbidden(code="FORBIDDEN_ROLE")`` otherwise.
 
@@ -42,10 +50,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -84,6 +94,8 @@ MIN_RSA_BITS: Final = 2048
 REFETCH_MIN_INTERVAL_S: Final = 10.0
 JWKS_FETCH_TIMEOUT_S: Final = 5.0
 MAX_JWKS_BYTES: Final = 1024 * 1024
+TOKEN_CACHE_SIZE: Final = 10_000
+TOKEN_CACHE_S: Final = 60.0
 
 _REQUIRED_CLAIMS: Final = ("exp", "iat", "sub")
 _JWS: Final = jwt.PyJWS()  # structure-only parsing (no signature check) in verify() step 1
@@ -299,6 +311,17 @@ class _RemoteJwks:
 # -- verifier -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A remembered successful verification (see the module docstring)."""
+
+    principal: Principal
+    key: bytes | rsa.RSAPublicKey
+    kid: str | None  # None: HS256
+    exp: int  # the token's exp as pyjwt reads it (wall clock, seconds)
+    valid_until: float  # verifier clock (monotonic)
+
+
 def _refuse(code: str, message: str) -> Unauthenticated:
     log.debug("token refused: %s", code)
     return Unauthenticated(message, code=code)
@@ -327,6 +350,9 @@ class TokenVerifier:
         refetch_min_interval_s: float = REFETCH_MIN_INTERVAL_S,
         fetch_timeout_s: float = JWKS_FETCH_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        token_cache_size: int = TOKEN_CACHE_SIZE,
+        token_cache_s: float = TOKEN_CACHE_S,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         unsupported = set(allowed_algorithms) - SUPPORTED_ALGORITHMS
         if not allowed_algorithms or unsupported:
@@ -335,6 +361,11 @@ class TokenVerifier:
         self._audience = audience
         self._allowed = frozenset(allowed_algorithms)
         self._leeway_s = leeway_s
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._cache_size = max(0, token_cache_size)
+        self._cache_s = token_cache_s
+        self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
 
         self._hs256_key: bytes | None = None
         if HS256 in self._allowed:
@@ -405,7 +436,40 @@ class TokenVerifier:
             raise _refuse("TOKEN_MISSING", "a bearer token is required")
         if len(token) > MAX_TOKEN_CHARS:
             raise _refuse("TOKEN_MALFORMED", "the token is too long")
+        if not self._cache_size:
+            return (await self._verify(token))[0]
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        hit = self._cache.get(digest)
+        if hit is not None:
+            if await self._still_valid(hit):
+                if digest in self._cache:  # (the lookup may have awaited a JWKS fetch)
+                    self._cache.move_to_end(digest)
+                return hit.principal
+            if self._cache.get(digest) is hit:
+                del self._cache[digest]
+        principal, key, kid, exp = await self._verify(token)
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            valid_until = self._clock() + self._cache_s
+            # pyjwt compares int(exp) (already checked to convert) with the wall clock
+            self._cache[digest] = _Verified(principal, key, kid, int(exp), valid_until)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return principal
 
+    async def _still_valid(self, hit: _Verified) -> bool:
+        """Whether a remembered verification still holds: in time, and (RS256) its kid still
+        names the key that verified it. May raise what the key lookup raises, as uncached."""
+        if self._clock() >= hit.valid_until or self._wall_clock() >= hit.exp:
+            return False
+        if hit.kid is None:  # HS256: the one configured secret
+            return True
+        return await self._rsa_key(hit.kid) is hit.key
+
+    async def _verify(
+        self, token: str
+    ) -> tuple[Principal, bytes | rsa.RSAPublicKey, str | None, object]:
+        """Full verification: the principal, the key and kid (None for HS256), the raw exp."""
         # 1. Structure only (nothing trusted yet): header + payload must be JSON objects.
         try:
             unverified = _JWS.decode_complete(token, options={"verify_signature": False})
@@ -427,9 +491,11 @@ class TokenVerifier:
                 raise _refuse(
                     "TOKEN_ALGORITHM_NOT_ALLOWED", "the token's algorithm is not accepted"
                 )
-            key, pinned = self._hs256_key, HS256
+            key, pinned, kid = self._hs256_key, HS256, None
         else:
-            key, pinned = await self._rsa_key(header.get("kid")), RS256
+            kid = header.get("kid")
+            key, pinned = await self._rsa_key(kid), RS256
+            assert isinstance(kid, str)  # _rsa_key refuses anything else
 
         # 4. Signature and registered claims.
         try:
@@ -484,7 +550,7 @@ class TokenVerifier:
         known = frozenset(roles) & KNOWN_ROLES
         if not known:
             raise _refuse("TOKEN_INVALID_CLAIMS", "the token carries no known role")
-        return Principal(user_id=subject, roles=known)
+        return Principal(user_id=subject, roles=known), key, kid, claims.get("exp")
 
     async def _rsa_key(self, kid: object) -> rsa.RSAPublicKey:
         if not isinstance(kid, str) or not kid:

@@ -22,9 +22,10 @@ batched differently, derives exactly the same state (projections are rebuilt by 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 
 RECENT_IDS = 16  # report ids remembered per session to recognise re-published duplicates
 
@@ -51,6 +52,11 @@ class ViewRule:
     def __post_init__(self) -> None:
         if self.threshold_s <= 0 or self.window_s <= 0:
             raise ValueError("threshold_s and window_s must be positive")
+
+    @cached_property
+    def window(self) -> timedelta:
+        """``window_s`` as a ``timedelta`` (computed once: the fold compares every report)."""
+        return timedelta(seconds=self.window_s)
 
     def threshold_ms(self, duration_s: float | None) -> int:
         """Watch time that makes a view: the threshold, or half of a short asset (≥ 1 ms)."""
@@ -95,25 +101,27 @@ class Observation:
 
 def observe(rule: ViewRule, state: SessionState, report: Report) -> Observation:
     """Fold one report into a session; never raises on stored history."""
-    if report.report_id in state.recent_ids:
+    # Written out field by field (no ``dataclasses.replace``): projections fold every report.
+    report_id, recent = report.report_id, state.recent_ids
+    if report_id in recent:
         return Observation(state=state, verdict=Verdict.DUPLICATE, watched_ms=0)
     delta = max(0, to_ms(report.watch_seconds))
-    if state.window_start is None or report.at >= state.window_start + timedelta(
-        seconds=rule.window_s
-    ):
-        state = replace(state, window_start=report.at, watched_ms=0, counted_at=None)
-    watched = state.watched_ms + delta
-    recent = (*state.recent_ids, report.report_id)[-RECENT_IDS:]
-    if state.counted_at is not None:
+    at, window_start, watched, counted_at = report.at, state.window_start, state.watched_ms, \
+        state.counted_at
+    if window_start is None or at >= window_start + rule.window:
+        window_start, watched, counted_at = at, 0, None
+    watched += delta
+    recent = (*recent, report_id)[-RECENT_IDS:]
+    if counted_at is not None:
         verdict = Verdict.ALREADY_COUNTED
     elif watched >= rule.threshold_ms(report.duration_s):
-        verdict = Verdict.COUNTED
+        verdict, counted_at = Verdict.COUNTED, at
     else:
         verdict = Verdict.BELOW_THRESHOLD
-    new = replace(
-        state,
+    new = SessionState(
+        window_start=window_start,
         watched_ms=watched,
-        counted_at=report.at if verdict is Verdict.COUNTED else state.counted_at,
+        counted_at=counted_at,
         reports=state.reports + 1,
         views=state.views + (verdict is Verdict.COUNTED),
         recent_ids=recent,
