@@ -30,7 +30,11 @@ schemas: setup
 	$(BIN)/medialog schemas --write
 
 bench: setup
-	$(BIN)/python bench/signing.py
+	$(BIN)/python bench/signing.py; \
+	$(BIN)/python bench/transcode.py; \
+	$(BIN)/python bench/projections.py; \
+	$(BIN)/python bench/ingest.py; \
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) .medialog
