@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-duration", type=float, default=10.0)
     parser.add_argument("--poll-ms", type=int, default=20)
     parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep the temporary data directory (logs) for inspection")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
@@ -309,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}")
             return asyncio.run(run(args, data_dir, api_port, raw_port))
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if args.keep_data:
+            print(f"data dir kept: {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,15 @@ verdict of the view-counting rule) and then one insert into ``events`` (every ev
 PostgreSQL transaction, so "rows and offset in one commit" (STYLE.md §12) is impossible here.
 Instead (a) every insert is idempotent: both tables are ReplacingMergeTree keyed on the event
 id, a replayed record yields the identical row, and every query reads FINAL, so a row written
-twice changes no figure; and (b) the position is written *by the same insert* as the batch's
-event rows: the materialized view ``events_positions`` turns each insert into ``events`` into
-``(topic, partition, max(offset))`` rows of ``projection_positions`` (ReplacingMergeTree,
-version = offset). The views insert comes first, so a stored position only covers rows that
-exist; records at or below it are not written again (they are still folded, see below). A
-crash anywhere re-delivers at most a batch, written again identically. Keeping it all in
-ClickHouse also means that dropping the ClickHouse tables and replaying the log rebuilds them
-with no PostgreSQL state to reset.
+twice changes no figure; and (b) the positions ``(topic, partition, offset)`` go to
+``projection_positions`` (ReplacingMergeTree, version = offset) in an insert *after* the rows
+they cover (views first, then events, then positions), so a stored position only covers rows
+that exist; records at or below it are not written again (they are still folded, see below).
+Positions are written at most every ``POSITIONS_EVERY_S`` (a third insert per batch cost as much
+as a sixth of the batch; 003_positions_from_projection.sql dropped the materialized view that
+did it per insert): a stored position may lag, and a crash then re-delivers records that are
+written again, identically. Keeping it all in ClickHouse also means that dropping the ClickHouse
+tables and replaying the log rebuilds them with no PostgreSQL state to reset.
 
 **Verdicts under replay.** The rule is a fold per session (``medialog.domain.views``). Each views
 row stores the session state after it; a batch continues from each session's latest row *below
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -58,11 +60,12 @@ from projections.runner import events_of
 from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
-NAME = "projection.clickhouse"  # also written by the events_positions view (002_analytics.sql)
+NAME = "projection.clickhouse"  # the consumer of its rows in projection_positions
 TOPICS = ("events.asset", "events.engagement", "events.views", "events.access")
 BATCH_SIZE = 1000
 BATCH_WITHIN_S = 0.5
 RETRY_MAX_S = 30.0
+POSITIONS_EVERY_S = 1.0  # positions are written at most this often (after the batch's rows)
 MAX_CACHED_SESSIONS = 500_000  # sessions kept in memory (ClickHouseProjection: session cache)
 
 
@@ -141,6 +144,9 @@ class ClickHouseProjection:
         # record be written again, identically. Partitions not in here are read from ClickHouse.
         self._known: dict[tuple[str, int], int] = {}
         self._folded: dict[tuple[str, int], _Folded] = {}
+        # Positions applied but not yet written to ``projection_positions``; when last written.
+        self._unwritten: dict[tuple[str, int], int] = {}
+        self._written_at = float("-inf")
 
     def apply(self, client: Client, batch: Sequence[tuple[Position, bytes]]) -> BatchResult:
         """Fold the whole batch (records at or below the stored positions too: they recompute
@@ -176,18 +182,18 @@ class ClickHouseProjection:
         missing: list[ViewRecord] = []
         part_of: dict[SessionKey, tuple[str, int]] = {}
         for record in views:
-            key = session_key(record.report)
-            if key in ids:
+            session = session_key(record.report)
+            if session in ids:
                 continue
             p = record.position
-            part_of[key] = part = (p.topic, p.partition)
+            part_of[session] = part = (p.topic, p.partition)
             cached = folded[part]
-            if key in cached.ids:
-                states[key], ids[key] = cached.states[key], cached.ids[key]
+            if session in cached.ids:
+                states[session], ids[session] = cached.states[session], cached.ids[session]
             elif cached.complete:
-                ids[key] = frozenset()
+                ids[session] = frozenset()
             else:
-                ids[key] = frozenset()  # until read: absent from ClickHouse too
+                ids[session] = frozenset()  # until read: absent from ClickHouse too
                 missing.append(record)
         unknown = {(p.topic, p.partition) for p, _ in batch} - self._known.keys()
         stored = self.read(client, {t for t, _ in unknown}, missing)
@@ -209,14 +215,29 @@ class ClickHouseProjection:
             if fold.rows:
                 client.insert("views", fold.rows, column_names=VIEW_COLUMNS)
             result.views, result.verdicts = len(fold.rows), fold.verdicts
-        if rows:  # last: its materialized view advances the positions
+        if rows:  # after the views: the positions (written after it) cover both
             client.insert("events", [row for _, row in rows], column_names=EVENT_COLUMNS)
             result.events = len(rows)
             for p, _ in rows:
                 key = (p.topic, p.partition)
                 self._known[key] = max(self._known[key], p.offset)
+                self._unwritten[key] = self._known[key]
+        self._write_positions(client)
         self._remember(folded, offsets, fold, ids, part_of)
         return result
+
+    def _write_positions(self, client: Client, *, now: float | None = None) -> None:
+        """Store the applied positions, at most every ``POSITIONS_EVERY_S``: a lagging position
+        only makes a re-delivered record be written again, identically, and one insert fewer per
+        batch is worth more than that (``003_positions_from_projection.sql``)."""
+        now = time.monotonic() if now is None else now
+        if not self._unwritten or now - self._written_at < POSITIONS_EVERY_S:
+            return
+        rows = [[NAME, t, p, o] for (t, p), o in sorted(self._unwritten.items())]
+        client.insert("projection_positions", rows,
+                      column_names=["consumer", "topic", "partition", "offset"])
+        self._unwritten.clear()
+        self._written_at = now
 
     def _remember(self, folded: dict[tuple[str, int], _Folded],
                   offsets: dict[tuple[str, int], set[int]], fold: ViewFold,

@@ -33,6 +33,7 @@ VIEW_COLUMNS = (
 )
 SessionKey = tuple[str, str, str]  # (asset_id, viewer_key, session_id): one session of the rule
 _STATE = TypeAdapter(SessionState)
+_VALUES = {v: v.value for v in Verdict}  # (Enum.value is a descriptor call: hot path)
 
 
 def event_row(position: Position, event: CloudEvent) -> list[Any]:
@@ -89,33 +90,42 @@ class ViewFold:
 
     def add(self, record: ViewRecord, *, write: bool = True) -> Verdict:
         r, event = record.report, record.event
-        key = session_key(r)
-        if event.id in self._seen or event.id in self.stored.get(key, ()):
+        key = (r.asset_id, r.viewer_key, r.session_id)  # session_key(r), inlined: hot path
+        event_id = event.id
+        if event_id in self._seen or event_id in self.stored.get(key, ()):
             return self._count(Verdict.DUPLICATE, write)
-        self._seen.add(event.id)
+        self._seen.add(event_id)
         seen = observe(
             self.rule,
             self.states.get(key, _NEW),
-            Report(report_id=event.id, at=event.time, watch_seconds=r.watch_seconds,
+            Report(report_id=event_id, at=event.time, watch_seconds=r.watch_seconds,
                    duration_s=r.duration_s),
         )
-        if seen.verdict is Verdict.DUPLICATE:
-            return self._count(seen.verdict, write)
-        self.states[key] = seen.state
-        self.folded.setdefault(key, []).append(event.id)
+        verdict = seen.verdict
+        if verdict is Verdict.DUPLICATE:
+            return self._count(verdict, write)
+        self.states[key] = state = seen.state
+        folded = self.folded.get(key)
+        if folded is None:
+            self.folded[key] = [event_id]
+        else:
+            folded.append(event_id)
         if write:
             p = record.position
+            value = _VALUES[verdict]
             self.rows.append([
-                event.id, event.time, r.asset_id, r.owner_id, r.viewer_key, int(r.signed_in),
+                event_id, event.time, r.asset_id, r.owner_id, r.viewer_key, int(r.signed_in),
                 r.session_id, seen.watched_ms, r.duration_s, r.position, r.device or "",
-                r.country or "", r.referrer or "", seen.verdict.value, encode_state(seen.state),
+                r.country or "", r.referrer or "", value, encode_state(state),
                 p.topic, p.partition, p.offset,
             ])
-        return self._count(seen.verdict, write)
+            self.verdicts[value] = self.verdicts.get(value, 0) + 1
+        return verdict
 
     def _count(self, verdict: Verdict, write: bool) -> Verdict:
         if write:
-            self.verdicts[verdict.value] = self.verdicts.get(verdict.value, 0) + 1
+            value = _VALUES[verdict]
+            self.verdicts[value] = self.verdicts.get(value, 0) + 1
         return verdict
 
 

@@ -121,17 +121,19 @@ def _fold_views(
 ) -> list[tuple[SessionKey, bool, SessionState]]:
     """Fold the reports (log order within each partition: the fold is exact) into ``states``;
     the changed sessions, sorted (concurrent workers lock rows in the same order)."""
-    new, duplicate, state_of = SessionState(), Verdict.DUPLICATE, states.get
+    new, state_of = SessionState(), states.get
+    duplicate, counted = Verdict.DUPLICATE, Verdict.COUNTED
     signed_in: dict[SessionKey, bool] = {}
     for key, event, p in records:
         seen = observe(rule, state_of(key, new), Report(
             report_id=event.id, at=event.time, watch_seconds=p.watch_seconds,
             duration_s=p.duration_s))
-        if seen.verdict is duplicate:
+        verdict = seen.verdict
+        if verdict is duplicate:
             continue
         states[key], signed_in[key] = seen.state, p.signed_in
-        delta = deltas[p.asset_id]
-        delta.views += seen.counted
+        delta = deltas[key[0]]
+        delta.views += verdict is counted
         delta.watched_ms += seen.watched_ms
     return [(k, signed_in[k], states[k]) for k in sorted(signed_in)]
 
