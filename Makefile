@@ -7,13 +7,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test bench setup system-deps schemas lint clean
+.PHONY: run test lint bench setup system-deps schemas clean
 
 run: setup
 	$(BIN)/medialog dev
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/python -m mypy src/medialog streams projections
 
 setup: system-deps $(STAMP)
 

@@ -98,7 +98,7 @@ async def _apply_one(conn: asyncpg.Connection, r: Record) -> bool:
             p.asset_id, p.owner_id, p.kind, p.filename, p.content_type, p.size_bytes, p.title,
             p.staging_key, p.upload_expires_at, p.visibility, ev.time,
         )
-        applied = status.endswith(" 1")
+        applied = bool(status.endswith(" 1"))
     else:
         update = _update(p)
         if update is None:
@@ -109,7 +109,7 @@ async def _apply_one(conn: asyncpg.Connection, r: Record) -> bool:
             "WHERE asset_id = $1 AND version = $2 - 1",
             ev.subject, seq, ev.time, *args,
         )
-        applied = status.endswith(" 1")
+        applied = bool(status.endswith(" 1"))
         if not applied:
             current = await conn.fetchval("SELECT version FROM assets WHERE asset_id = $1", ev.subject)
             if current is None or current < seq - 1:
@@ -139,5 +139,5 @@ def register(app: faust.App, deps: StreamDeps) -> None:
 
     @app.agent(topic, name="projection-assets")
     async def assets_projection(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(500, within=0.2):
+        async for batch in stream.take_events(500, within=0.2):  # type: ignore[attr-defined]
             await apply_batch(deps.pool, NAME, apply, events_of(batch))

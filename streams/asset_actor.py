@@ -20,9 +20,9 @@ def spec(events_topic: str, blobs: BlobStore) -> ActorSpec[Asset]:
         if not isinstance(command, CompleteUpload) or not asset.staging_key:
             return command
         head = await blobs.head(blobs.settings.bucket_staging, asset.staging_key)
-        facts = head and ObjectFacts(
-            size_bytes=head.size, content_type=head.content_type, etag=head.etag
-        )
+        if head is None:
+            return command  # observed stays None: decide rejects with UPLOAD_MISSING
+        facts = ObjectFacts(size_bytes=head.size, content_type=head.content_type, etag=head.etag)
         return replace(command, observed=facts)
 
     return ActorSpec(

@@ -19,7 +19,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher (aiokafka 0.12–0.14).
-        consumer._fetch_max_wait_ms = self.app.conf.fetch_max_wait_ms  # type: ignore[attr-defined]
+        consumer._fetch_max_wait_ms = self.app.conf.fetch_max_wait_ms
         return consumer
 
 
@@ -37,7 +37,7 @@ class App(faust.App):
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int = 500, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conf.fetch_max_wait_ms = fetch_max_wait_ms  # type: ignore[attr-defined]
+        self.conf.fetch_max_wait_ms = fetch_max_wait_ms
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

@@ -27,8 +27,11 @@ class Analytics:
     def is_embedded(self) -> bool:
         return self._dsn.startswith("chdb:")
 
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
     async def open(self) -> None:
-        self._client = await self.run(lambda _: clickhouse_connect.get_client(dsn=self._dsn))
+        self._client = await self._in_thread(lambda: clickhouse_connect.get_client(dsn=self._dsn))
 
     async def close(self) -> None:
         if self._client is not None:
@@ -37,12 +40,17 @@ class Analytics:
         self._pool.shutdown(wait=True)
 
     async def run(self, fn: Callable[[Client], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, self._client)
+        client = self._client
+        if client is None:
+            raise RuntimeError("the ClickHouse client is not open")
+        return await self._in_thread(lambda: fn(client))
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         result = await self.run(lambda c: c.query(sql, parameters=parameters))
-        return list(result.result_rows)
+        return [tuple(row) for row in result.result_rows]
+
+    async def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
+        await self.run(lambda c: c.insert(table, rows, column_names=columns))
 
     async def command(self, sql: str) -> None:
         await self.run(lambda c: c.command(sql))

@@ -60,9 +60,7 @@ async def migrate_clickhouse(analytics: Analytics) -> list[str]:
             continue
         for statement in statements(path.read_text()):
             await analytics.command(statement)
-        await analytics.run(
-            lambda c, name=path.name: c.insert("schema_migrations", [[name]], column_names=["name"])
-        )
+        await analytics.insert("schema_migrations", [[path.name]], ["name"])
         applied.append(path.name)
         log.info("clickhouse migration applied: %s", path.name)
     return applied

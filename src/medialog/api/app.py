@@ -88,7 +88,8 @@ async def _streams(app: web.Application) -> AsyncIterator[None]:
         blobs=app[keys.BLOBS],
         analytics=app.get(keys.ANALYTICS),
     )
-    faust_app = create_faust_app(deps, set(app[keys.ROLES]))
+    roles: frozenset[Role] = app[keys.ROLES]
+    faust_app = create_faust_app(deps, set(roles))
     app[keys.FAUST] = faust_app
     await faust_app.start()
     yield

@@ -18,7 +18,7 @@ from medialog.signing import SigningKeys
 from medialog.storage import BlobStore
 
 SETTINGS = web.AppKey("settings", Settings)
-ROLES = web.AppKey("roles", frozenset[Role])
+ROLES: web.AppKey[frozenset[Role]] = web.AppKey("roles")
 PG = web.AppKey("pg", asyncpg.Pool)
 BLOBS = web.AppKey("blobs", BlobStore)
 ANALYTICS = web.AppKey("analytics", Analytics)

@@ -290,14 +290,14 @@ def _(ev: e.TranscodeFailed, asset: Asset) -> Asset:
 
 @evolve.register
 def _(ev: e.MetadataUpdated, asset: Asset) -> Asset:
-    changes = {
-        k: v for k, v in
-        {"title": ev.title, "description": ev.description,
-         "tags": tuple(ev.tags) if ev.tags is not None else None,
-         "category": ev.category, "visibility": ev.visibility}.items()
-        if v is not None
-    }
-    return replace(asset, **changes)
+    return replace(
+        asset,
+        title=asset.title if ev.title is None else ev.title,
+        description=asset.description if ev.description is None else ev.description,
+        tags=asset.tags if ev.tags is None else tuple(ev.tags),
+        category=asset.category if ev.category is None else ev.category,
+        visibility=asset.visibility if ev.visibility is None else ev.visibility,
+    )
 
 
 @evolve.register

@@ -180,10 +180,10 @@ class Unlike:
     owner_id: str
 
 
-ASSET_COMMANDS: tuple[type, ...] = (
+ASSET_COMMANDS: tuple[type[Any], ...] = (
     RequestUpload, CompleteUpload, ExpireUpload, RecordPromotion, RequestTranscode,
     StartTranscode, RecordRendition, CompleteTranscode, FailTranscode, UpdateMetadata, DeleteAsset,
 )
-ENGAGEMENT_COMMANDS: tuple[type, ...] = (Like, Unlike)
-COMMAND_CLASSES: tuple[type, ...] = (*ASSET_COMMANDS, *ENGAGEMENT_COMMANDS)
+ENGAGEMENT_COMMANDS: tuple[type[Any], ...] = (Like, Unlike)
+COMMAND_CLASSES: tuple[type[Any], ...] = (*ASSET_COMMANDS, *ENGAGEMENT_COMMANDS)
 AssetCommand = Any  # one of COMMAND_CLASSES

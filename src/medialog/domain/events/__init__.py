@@ -17,7 +17,7 @@ from medialog.domain.events.engagement import ENGAGEMENT_EVENTS, Liked, Unliked
 from medialog.domain.events.views import VIEW_EVENTS, ViewReported
 
 DomainEvent = Any  # one of EVENT_CLASSES; each carries TYPE, VERSION and SOURCE
-EVENT_CLASSES: tuple[type, ...] = (*ASSET_EVENTS, *ENGAGEMENT_EVENTS, *VIEW_EVENTS, *ACCESS_EVENTS)
+EVENT_CLASSES: tuple[type[Any], ...] = (*ASSET_EVENTS, *ENGAGEMENT_EVENTS, *VIEW_EVENTS, *ACCESS_EVENTS)
 
 __all__ = [
     "EVENT_CLASSES", "DomainEvent", "AssetDeleted", "Liked", "MetadataUpdated", "PlaybackIssued",

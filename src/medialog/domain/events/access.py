@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,4 +24,4 @@ class PlaybackIssued:
     download: bool
 
 
-ACCESS_EVENTS: tuple[type, ...] = (PlaybackIssued,)
+ACCESS_EVENTS: tuple[type[Any], ...] = (PlaybackIssued,)

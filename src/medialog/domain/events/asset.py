@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 ACTOR = "/medialog/actors/asset"
 
@@ -180,7 +180,7 @@ class AssetDeleted:
     previous_status: str
 
 
-ASSET_EVENTS: tuple[type, ...] = (
+ASSET_EVENTS: tuple[type[Any], ...] = (
     UploadRequested, UploadCompleted, UploadExpired, Promoted, TranscodeRequested,
     TranscodeStarted, RenditionCompleted, TranscodeCompleted, TranscodeFailed, MetadataUpdated,
     AssetDeleted,

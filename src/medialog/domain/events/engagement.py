@@ -5,7 +5,7 @@ subject = the asset id, sequence per (asset, user))."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 ACTOR = "/medialog/actors/engagement"
 
@@ -32,4 +32,4 @@ class Unliked:
     owner_id: str
 
 
-ENGAGEMENT_EVENTS: tuple[type, ...] = (Liked, Unliked)
+ENGAGEMENT_EVENTS: tuple[type[Any], ...] = (Liked, Unliked)

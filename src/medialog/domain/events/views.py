@@ -5,7 +5,7 @@ projections from the configured rule, so changing the rule and replaying re-deri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,4 +29,4 @@ class ViewReported:
     referrer: str | None = None
 
 
-VIEW_EVENTS: tuple[type, ...] = (ViewReported,)
+VIEW_EVENTS: tuple[type[Any], ...] = (ViewReported,)
