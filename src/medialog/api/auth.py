@@ -94,7 +94,7 @@ MIN_RSA_BITS: Final = 2048
 REFETCH_MIN_INTERVAL_S: Final = 10.0
 JWKS_FETCH_TIMEOUT_S: Final = 5.0
 MAX_JWKS_BYTES: Final = 1024 * 1024
-TOKEN_CACHE_SIZE: Final = int(__import__("os").environ.get("XCACHE", "10000"))
+TOKEN_CACHE_SIZE: Final = 10_000
 TOKEN_CACHE_S: Final = 60.0
 
 _REQUIRED_CLAIMS: Final = ("exp", "iat", "sub")
