@@ -142,9 +142,10 @@ class TranscodeWorker:
                 log.info("transcode job %s: removed %d previews of deleted %s", job.job_id,
                          removed, job.asset_id)
         except Exception as exc:  # every failure of an attempt is retried, then dead-lettered
+            failure = exc  # the name ``exc`` ends with this block; the retried call keeps it
             try:  # transient broker trouble is waited out: the failure must reach the log
                 await retrying(f"recording the failure of job {job.job_id}",
-                               lambda: self._failed(job, exc))
+                               lambda: self._failed(job, failure))
             except Exception:
                 log.exception("transcode job %s of %s: its failure could not be recorded: %s",
                               job.job_id, job.asset_id, job.encode().decode())

@@ -19,9 +19,9 @@ from medialog.api import keys, queries
 from medialog.api.auth import ADMIN, Principal
 from medialog.api.commands import command_response, send_command
 from medialog.api.requests import (
-    command_id, correlation_id, optional_principal, principal, read_json,
+    command_id, command_meta, optional_principal, principal, read_json,
 )
-from medialog.domain.commands import CommandMeta, DeleteAsset, UpdateMetadata
+from medialog.domain.commands import DeleteAsset, UpdateMetadata
 from medialog.domain.errors import Forbidden, NotFound
 from medialog.domain.metadata import validate_metadata_patch
 
@@ -105,16 +105,6 @@ async def owned_asset(request: web.Request, who: Principal, *, admin_ok: bool = 
     if not (viewer.owns(row["owner_id"]) or (admin_ok and viewer.is_admin)):
         raise Forbidden("only the asset's owner may do this", code="NOT_OWNER")
     return row
-
-
-def command_meta(request: web.Request, who: Principal, cmd_id: str, now: datetime) -> CommandMeta:
-    return CommandMeta(
-        command_id=cmd_id,
-        issued_at=now,
-        actor_id=who.user_id,
-        actor_roles=tuple(sorted(who.roles)),
-        correlation_id=correlation_id(request),
-    )
 
 
 async def get_asset(request: web.Request) -> web.Response:

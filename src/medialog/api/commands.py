@@ -1,8 +1,11 @@
-"""Sending commands and answering ``GET /v1/commands/{id}`` (DESIGN.md rules 4 and 5)."""
+"""Writing to the log from the api — commands for actors, and events that need no actor —
+and answering ``GET /v1/commands/{id}`` (DESIGN.md rules 4 and 5)."""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -16,24 +19,53 @@ from medialog.api.requests import prefer_wait, principal
 from medialog.domain import errors as e
 from medialog.domain.commands import AssetCommand, CommandMeta
 from medialog.domain.errors import NotFound, Unavailable
-from medialog.envelope import encode_command
+from medialog.envelope import CONTENT_TYPE, CloudEvent, encode_command, encode_event, make_event
 from medialog.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
 
+_EVENT_HEADERS = [("content-type", CONTENT_TYPE.encode())]
+
+
+async def _produce(
+    app: web.Application, topic: str, key: str, value: bytes, what: str,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Return only once the broker acknowledged (acks=all): a 2xx means it is on the log."""
+    try:
+        await app[keys.PRODUCER].send_and_wait(
+            app[keys.SETTINGS].topic(topic), value=value, key=key.encode(), headers=headers
+        )
+    except KafkaError as exc:
+        log.warning("%s not written to %s: %s", what, topic, exc)
+        raise Unavailable(f"the event log did not acknowledge the {what}",
+                          code="LOG_UNAVAILABLE") from exc
+
+
 async def send_command(
     app: web.Application, topic: str, aggregate_id: str, command: AssetCommand, meta: CommandMeta
 ) -> None:
-    """Return only once the broker acknowledged (acks=all): a 2xx means it is on the log."""
     value = encode_command(command, aggregate_id=aggregate_id, meta=meta)
-    try:
-        await app[keys.PRODUCER].send_and_wait(
-            app[keys.SETTINGS].topic(topic), value=value, key=aggregate_id.encode()
-        )
-    except KafkaError as exc:
-        log.warning("command %s not sent: %s", meta.command_id, exc)
-        raise Unavailable("the event log did not acknowledge the command", code="LOG_UNAVAILABLE") from exc
+    await _produce(app, topic, aggregate_id, value, "command")
+
+
+async def append_event(
+    request: web.Request, topic: str, payload: Any, *, subject: str, who: Principal | None,
+    correlation_id: str,
+) -> CloudEvent:
+    """Append an event no invariant needs an actor for (a view report, an access record)
+    straight to a public topic, keyed by ``subject``. Its id is fresh: it is not the effect of a
+    command, and a re-published copy keeps its id, so readers recognise it."""
+    event = make_event(payload, subject=subject, event_id=str(uuid.uuid4()),
+                       time=datetime.now(UTC), sequence=None)
+    event = event.model_copy(update={
+        "actorid": who.user_id if who else None,
+        "actorroles": ",".join(sorted(who.roles)) if who else None,
+        "correlationid": correlation_id,
+    })
+    await _produce(request.app, topic, subject, encode_event(event), "event", _EVENT_HEADERS)
+    return event
 
 
 async def outcome(app: web.Application, command_id: str, wait: float | None) -> Outcome:

@@ -24,23 +24,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
-from aiokafka.errors import KafkaError
 
 from medialog.api import keys
 from medialog.api.auth import ADMIN, Principal
-from medialog.api.commands import outcome, send_command
+from medialog.api.commands import append_event, outcome, send_command
 from medialog.api.engagement_queries import AssetLookup, fetch_stats
 from medialog.api.requests import (
     command_id,
+    command_meta,
     correlation_id,
     optional_principal,
     prefer_wait,
     principal,
     read_json,
 )
-from medialog.domain.commands import CommandMeta, Like, Unlike
+from medialog.domain.commands import Like, Unlike
 from medialog.domain.engagement import engagement_key
-from medialog.domain.errors import NotFound, Unavailable
+from medialog.domain.errors import NotFound
 from medialog.domain.events import ViewReported
 from medialog.domain.view_reports import (
     AssetRef,
@@ -48,9 +48,7 @@ from medialog.domain.view_reports import (
     check_viewable,
     validate_view_report,
 )
-from medialog.envelope import CONTENT_TYPE, encode_event, make_event
 
-_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
 
 @dataclass(frozen=True)
@@ -103,23 +101,8 @@ async def report_view(request: web.Request) -> web.Response:
         country=spec.country,
         referrer=spec.referrer,
     )
-    # A report is not a command: a fresh id; a re-published copy keeps it (the rule dedupes).
-    event = make_event(payload, subject=asset.asset_id, event_id=str(uuid.uuid4()),
-                       time=datetime.now(UTC), sequence=None)
-    event = event.model_copy(update={
-        "actorid": who.user_id if who else None,
-        "actorroles": ",".join(sorted(who.roles)) if who else None,
-        "correlationid": correlation_id(request),
-    })
-    settings = request.app[keys.SETTINGS]
-    try:
-        ack = await request.app[keys.PRODUCER].send(
-            settings.topic("events.views"), encode_event(event), key=asset.asset_id.encode(),
-            headers=_HEADERS)
-        await ack  # acks=all: a 202 means the report is on the log
-    except KafkaError as exc:
-        raise Unavailable("the event log did not acknowledge the report",
-                          code="LOG_UNAVAILABLE") from exc
+    event = await append_event(request, "events.views", payload, subject=asset.asset_id, who=who,
+                               correlation_id=correlation_id(request))
     return web.json_response({"report_id": event.id}, status=202)
 
 
@@ -130,13 +113,7 @@ async def _set_like(request: web.Request, like: bool) -> web.Response:
     cls = Like if like else Unlike
     command = cls(asset_id=asset.asset_id, user_id=who.user_id, owner_id=asset.owner_id)
     cmd_id = command_id(request, who, f"{cls.TYPE}\0{asset.asset_id}")
-    meta = CommandMeta(
-        command_id=cmd_id,
-        issued_at=datetime.now(UTC),
-        actor_id=who.user_id,
-        actor_roles=tuple(sorted(who.roles)),
-        correlation_id=correlation_id(request),
-    )
+    meta = command_meta(request, who, cmd_id, datetime.now(UTC))
     await send_command(request.app, "commands.engagement", key, command, meta)
     body: dict[str, object] = {"asset_id": asset.asset_id, "liked": like, "command_id": cmd_id}
     wait = prefer_wait(request)

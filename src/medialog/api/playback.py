@@ -17,25 +17,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from datetime import UTC, datetime
 
 from aiohttp import web
-from aiokafka.errors import KafkaError
 
 from medialog.api import keys
 from medialog.api.assets import readable_asset, viewer_of
 from medialog.api.auth import Principal
+from medialog.api.commands import append_event
 from medialog.api.requests import correlation_id, optional_principal
-from medialog.domain.errors import Unavailable, ValidationError
+from medialog.domain.errors import ValidationError
 from medialog.domain.events import PlaybackIssued
 from medialog.domain.playback import (
     Playable, check_playable, hls_path, parse_params, thumbnail_path,
 )
-from medialog.envelope import CONTENT_TYPE, encode_event, make_event
 from medialog.signing import stream_url
 
-_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
 
 def _iso(value: datetime) -> str:
@@ -43,21 +40,8 @@ def _iso(value: datetime) -> str:
 
 
 async def _publish(request: web.Request, payload: PlaybackIssued, who: Principal | None) -> None:
-    event = make_event(payload, subject=payload.asset_id, event_id=str(uuid.uuid4()),
-                       time=datetime.now(UTC), sequence=None)
-    event = event.model_copy(update={
-        "actorid": who.user_id if who else None,
-        "actorroles": ",".join(sorted(who.roles)) if who else None,
-        "correlationid": correlation_id(request),
-    })
-    settings = request.app[keys.SETTINGS]
-    try:
-        await request.app[keys.PRODUCER].send_and_wait(
-            settings.topic("events.access"), encode_event(event),
-            key=payload.asset_id.encode(), headers=_HEADERS)
-    except KafkaError as exc:
-        raise Unavailable("the event log did not acknowledge the issuance",
-                          code="LOG_UNAVAILABLE") from exc
+    await append_event(request, "events.access", payload, subject=payload.asset_id, who=who,
+                       correlation_id=correlation_id(request))
 
 
 async def issue_playback(request: web.Request) -> web.Response:

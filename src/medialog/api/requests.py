@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from medialog.api import keys
 from medialog.api.auth import Principal, bearer_token
+from medialog.domain.commands import CommandMeta
 from medialog.domain.errors import PayloadTooLarge, ValidationError
 
 MAX_JSON_BYTES = 64 * 1024
@@ -66,3 +68,14 @@ def command_id(request: web.Request, who: Principal, scope: str) -> str:
 def correlation_id(request: web.Request) -> str:
     rid = request.headers.get("X-Request-Id", "")
     return rid if _IDEMPOTENCY_KEY.match(rid) else str(uuid.uuid4())
+
+
+def command_meta(request: web.Request, who: Principal, cmd_id: str, now: datetime) -> CommandMeta:
+    """Who sent a command, when, and which request led to it."""
+    return CommandMeta(
+        command_id=cmd_id,
+        issued_at=now,
+        actor_id=who.user_id,
+        actor_roles=tuple(sorted(who.roles)),
+        correlation_id=correlation_id(request),
+    )

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from medialog.api import keys
-from medialog.api.assets import command_meta, owned_asset
+from medialog.api.assets import owned_asset
 from medialog.api.auth import ADMIN, CREATOR, require
 from medialog.api.commands import command_response, send_command
-from medialog.api.requests import command_id, correlation_id, principal, read_json
-from medialog.domain.commands import CommandMeta, CompleteUpload, RequestUpload
+from medialog.api.requests import command_id, command_meta, principal, read_json
+from medialog.domain.commands import CompleteUpload, RequestUpload
 from medialog.domain.uploads import staging_key, validate_upload
 
 _ASSET_NAMESPACE = uuid.UUID("9f1d2c3b-4a5e-4f60-8172-93a4b5c6d7e8")
@@ -44,13 +44,7 @@ async def create_upload(request: web.Request) -> web.Response:
         staging_key=key,
         upload_expires_at=expires_at,
     )
-    meta = CommandMeta(
-        command_id=cmd_id,
-        issued_at=now,
-        actor_id=who.user_id,
-        actor_roles=tuple(sorted(who.roles)),
-        correlation_id=correlation_id(request),
-    )
+    meta = command_meta(request, who, cmd_id, now)
     upload_url = await asyncio.to_thread(
         request.app[keys.BLOBS].presign_put,
         settings.bucket_staging,
