@@ -19,7 +19,7 @@ import faust
 
 from medialog.domain import events as e
 from medialog.outcomes import NOTIFY_CHANNEL
-from projections.runner import Record, apply_batch, events_of
+from projections.runner import Record, apply_or_skip, events_of
 from streams.app import StreamDeps, raw_topic
 
 log = logging.getLogger(__name__)
@@ -140,4 +140,4 @@ def register(app: faust.App, deps: StreamDeps) -> None:
     @app.agent(topic, name="projection-assets")
     async def assets_projection(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take_events(500, within=0.2):  # type: ignore[attr-defined]
-            await apply_batch(deps.pool, NAME, apply, events_of(batch))
+            await apply_or_skip(deps.pool, NAME, apply, events_of(batch))

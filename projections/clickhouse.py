@@ -30,8 +30,8 @@ All ClickHouse work of a batch runs in one call on the ``Analytics`` thread (syn
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from functools import partial
 import time
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -58,13 +58,13 @@ from projections.clickhouse_rows import (
 )
 from projections.runner import events_of
 from streams.app import StreamDeps
+from streams.worker import retrying
 
 log = logging.getLogger(__name__)
 NAME = "projection.clickhouse"  # the consumer of its rows in projection_positions
 TOPICS = ("events.asset", "events.engagement", "events.views", "events.access")
 BATCH_SIZE = 1000
 BATCH_WITHIN_S = 0.5
-RETRY_MAX_S = 30.0
 POSITIONS_EVERY_S = 1.0  # positions are written at most this often (after the batch's rows)
 MAX_CACHED_SESSIONS = 500_000  # sessions kept in memory (ClickHouseProjection: session cache)
 
@@ -295,17 +295,25 @@ class ClickHouseProjection:
 async def apply_with_retry(
     analytics: Analytics, projection: ClickHouseProjection, batch: list[tuple[Position, bytes]]
 ) -> BatchResult:
-    """Apply until ClickHouse takes it: a failed batch is retried (inserts are idempotent)
-    rather than acknowledged, because Faust acknowledges what an agent gives up on."""
-    delay = 0.5
-    while True:
+    """Apply, retrying transient failures (inserts are idempotent), because Faust acknowledges
+    what an agent gives up on. A batch that fails for good is applied record by record and a
+    record that still fails is logged and passed over (its partition's position moves on with
+    the next record), so one poison record cannot stall the four topics."""
+    try:
+        return await retrying(f"projection {NAME}",
+                              lambda: analytics.run(lambda c: projection.apply(c, batch)))
+    except Exception:
+        log.exception("projection %s: a batch of %d failed; applying it record by record",
+                      NAME, len(batch))
+    total = BatchResult()
+    for item in batch:
         try:
-            return await analytics.run(lambda c: projection.apply(c, batch))
-        except Exception:  # any failure: retry the whole idempotent batch
-            log.exception("projection %s: batch of %d failed; retrying in %.1fs",
-                          NAME, len(batch), delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+            result = await retrying(f"projection {NAME} at {item[0]}",
+                                    partial(analytics.run, partial(projection.apply, batch=[item])))
+            total.applied += result.applied
+        except Exception:
+            log.exception("projection %s: passing over the record at %s", NAME, item[0])
+    return total
 
 
 def register(app: faust.App, deps: StreamDeps) -> None:

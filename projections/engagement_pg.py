@@ -33,7 +33,7 @@ from medialog.domain.events import Liked, Unliked, ViewReported
 from medialog.domain.views import Report, SessionState, Verdict, ViewRule, observe
 from medialog.envelope import CloudEvent
 from medialog.outcomes import NOTIFY_CHANNEL
-from projections.runner import Apply, Record, apply_batch, events_of
+from projections.runner import Apply, Record, apply_or_skip, events_of
 from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
@@ -236,4 +236,4 @@ def register(app: faust.App, deps: StreamDeps) -> None:
             BATCH_MAX, within=BATCH_WITHIN_S
         ):
             async with live_gate(deps.pool):
-                await apply_batch(deps.pool, NAME, apply, events_of(batch))
+                await apply_or_skip(deps.pool, NAME, apply, events_of(batch))

@@ -7,6 +7,7 @@ projection's ``apply`` and advances the offsets — commit or nothing."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -55,6 +56,37 @@ async def apply_batch(
             await apply(conn, fresh)
         await tracking.advance(conn, name, [p for p, _ in batch])
     return len(fresh)
+
+
+async def apply_or_skip(
+    pool: asyncpg.Pool, name: str, apply: Apply, batch: Sequence[tuple[Position, bytes]]
+) -> None:
+    """What projection agents call (Faust acknowledges whatever an agent gives up on, so
+    nothing may escape). Transient failures — database or network — are retried for as long as
+    they last: the batch is idempotent. A batch that fails for good is applied record by record,
+    and a record that still fails is logged and passed over with its position stored, so one
+    poison record neither stalls its partition nor takes the rest of the batch with it."""
+    from streams.worker import retrying
+
+    try:
+        await retrying(f"projection {name}", lambda: apply_batch(pool, name, apply, batch))
+        return
+    except Exception:
+        log.exception("projection %s: a batch of %d failed; applying it record by record",
+                      name, len(batch))
+    for item in batch:
+        try:
+            await retrying(f"projection {name} at {item[0]}",
+                           partial(apply_batch, pool, name, apply, [item]))
+        except Exception:
+            log.exception("projection %s: passing over the record at %s", name, item[0])
+            await retrying(f"projection {name} storing {item[0]}",
+                           partial(_pass_over, pool, name, item[0]))
+
+
+async def _pass_over(pool: asyncpg.Pool, name: str, position: Position) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await tracking.advance(conn, name, [position])
 
 
 def events_of(batch: Sequence[faust.EventT[bytes]]) -> list[tuple[Position, bytes]]:

@@ -130,6 +130,41 @@ async def handle_command(
         await tracking.advance(conn, consumer, [position])
 
 
+async def handle_or_give_up(
+    spec: ActorSpec[S], pool: asyncpg.Pool, publish: Publish, position: Position, raw: bytes
+) -> None:
+    """What the agent calls: nothing may escape, since Faust acknowledges what an agent gives up
+    on. Transient failures (S3, broker, database) are retried for as long as they last — the
+    command is idempotent. A command that fails for good is recorded as rejected with
+    ``COMMAND_FAILED`` (so its sender is not left waiting) and passed over."""
+    from streams.worker import retrying
+
+    try:
+        await retrying(f"actor {spec.name} at {position}",
+                       lambda: handle_command(spec, pool, publish, position, raw))
+    except Exception:
+        log.exception("actor %s: the command at %s failed for good; recorded as rejected",
+                      spec.name, position)
+        await retrying(f"actor {spec.name} giving up at {position}",
+                       lambda: _give_up(spec, pool, position, raw))
+
+
+async def _give_up(spec: ActorSpec[S], pool: asyncpg.Pool, position: Position, raw: bytes) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            envelope, _ = decode_command(raw)
+        except MedialogError:
+            envelope = None
+        if envelope is not None:
+            await outcomes.record(
+                conn, command_id=envelope.id, actor=spec.name, aggregate_id=envelope.aggregate_id,
+                command_type=envelope.type, actor_id=envelope.actor_id, version=None,
+                event_ids=[], error_code="COMMAND_FAILED", error_class="Unavailable",
+                error_message="the command could not be applied; it was logged for an operator",
+            )
+        await tracking.advance(conn, f"actor.{spec.name}", [position])
+
+
 def register_actor(app: faust.App, deps: StreamDeps, spec: ActorSpec[S], commands_topic: str) -> None:
     """One agent per aggregate type: commands are handled one at a time per partition, so one
     aggregate key has one owner and one command in flight (DESIGN.md "actors")."""
@@ -140,6 +175,6 @@ def register_actor(app: faust.App, deps: StreamDeps, spec: ActorSpec[S], command
 
     async def actor(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await handle_command(spec, deps.pool, send, position(event), event.value)
+            await handle_or_give_up(spec, deps.pool, send, position(event), event.value)
 
     app.agent(raw_topic(app, deps.settings, commands_topic), name=f"{spec.name}-actor")(actor)

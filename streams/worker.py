@@ -19,6 +19,7 @@ import asyncpg
 import faust
 from aiokafka.errors import KafkaError
 from botocore.exceptions import BotoCoreError, ClientError
+from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
 
 from medialog import tracking
 from medialog.config import Settings
@@ -70,8 +71,13 @@ def is_transient(exc: BaseException) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return int(status) >= 500 or exc.response.get("Error", {}).get("Code") in {
             "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
-    return isinstance(exc, (BotoCoreError, KafkaError, OSError, asyncpg.PostgresConnectionError,
-                            asyncpg.InterfaceError, TimeoutError))
+    # Unreachable or restarting services, and conflicts a retry resolves (deadlock,
+    # serialization): waiting is right. Anything else is a fact about the record.
+    return isinstance(exc, (BotoCoreError, KafkaError, OSError, TimeoutError,
+                            asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                            asyncpg.exceptions.OperatorInterventionError,
+                            asyncpg.exceptions.TransactionRollbackError,
+                            ClickHouseOperationalError))
 
 
 async def retrying(what: str, action: Callable[[], Awaitable[T]]) -> T:
@@ -97,10 +103,9 @@ async def handle_once(
     """Run ``effect`` for a record unless ``consumer`` already handled its offset; then store the
     offset. ``PermanentFailure`` is logged as an error and the record is passed over (its offset
     stored): it needs an operator, not a retry loop. Returns whether the effect ran."""
-    key = (position.topic, position.partition)
-    async with pool.acquire() as conn, conn.transaction():
-        stored = await tracking.lock_positions(conn, consumer, [key])
-    if position.offset <= stored[key]:
+    async with pool.acquire() as conn:
+        stored = await tracking.stored_offset(conn, consumer, position.topic, position.partition)
+    if position.offset <= stored:
         return False
     try:
         await retrying(f"{consumer} at {position}", effect)

@@ -98,8 +98,21 @@ def encode_event(event: CloudEvent) -> bytes:
     return event.model_dump_json(exclude_none=True).encode()
 
 
+class UndecodableEvent(ValueError):
+    """Not a CloudEvent we can read: malformed JSON or envelope, a ``dataschema`` without a
+    version, a payload that does not validate, or an old version with no upcaster."""
+
+
 def decode_event(raw: bytes) -> tuple[CloudEvent, DomainEvent | None]:
-    """Parse an envelope; the payload is upcast to the current version, or None if unknown."""
+    """Parse an envelope; the payload is upcast to the current version, or None if unknown.
+    Every failure is an ``UndecodableEvent`` (a ``ValueError``), so readers catch one type."""
+    try:
+        return _decode_event(raw)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise UndecodableEvent(f"{type(exc).__name__}: {exc}"[:300]) from exc
+
+
+def _decode_event(raw: bytes) -> tuple[CloudEvent, DomainEvent | None]:
     event = CloudEvent.model_validate_json(raw)
     cls = EVENT_TYPES.get(event.type)
     if cls is None:

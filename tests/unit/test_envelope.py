@@ -8,7 +8,8 @@ from medialog.domain.commands import CommandMeta, RequestUpload
 from medialog.domain.errors import ValidationError
 from medialog.domain.events import UploadRequested
 from medialog.envelope import (
-    UPCASTERS, dataschema_uri, decode_command, decode_event, encode_command, encode_event,
+    UPCASTERS, UndecodableEvent, dataschema_uri, decode_command, decode_event, encode_command,
+    encode_event,
     event_id, make_event,
 )
 
@@ -65,3 +66,18 @@ def test_command_round_trip_and_malformed_commands():
         with pytest.raises(ValidationError) as exc:
             decode_command(raw)
         assert exc.value.code == "COMMAND_MALFORMED"
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d.update(dataschema="urn:medialog:events:asset.upload_requested"),  # no version
+    lambda d: d.update(dataschema="urn:medialog:events:asset.upload_requested:v0"),  # no upcaster
+    lambda d: d["data"].pop("owner_id"),  # payload does not validate
+    lambda d: d.pop("id"),  # envelope does not validate
+])
+def test_every_undecodable_event_raises_one_value_error_type(mutate):
+    doc = json.loads(encode_event(make_event(PAYLOAD, subject="a1", event_id="x", time=WHEN, sequence=1)))
+    mutate(doc)
+    with pytest.raises(UndecodableEvent):
+        decode_event(json.dumps(doc).encode())
+    with pytest.raises(ValueError):
+        decode_event(b"{not json")

@@ -25,6 +25,7 @@ class Notifier:
         self._conn: asyncpg.Connection | None = None
         self._changed = asyncio.Condition()
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._wakeups: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
 
     async def start(self, dsn: str) -> None:
         self._conn = await asyncpg.connect(dsn)
@@ -38,7 +39,9 @@ class Notifier:
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for event in self._watchers.get(payload, ()):
             event.set()
-        asyncio.get_running_loop().create_task(self._wake())
+        task = asyncio.get_running_loop().create_task(self._wake())
+        self._wakeups.add(task)
+        task.add_done_callback(self._wakeups.discard)
 
     @contextlib.contextmanager
     def watch(self, key: str) -> Iterator[asyncio.Event]:
