@@ -85,10 +85,16 @@ def ladder_args(
     info: MediaInfo,
     rungs: Sequence[Rung],
     thumb: Path | None = None,
+    *,
+    light_decode: bool = False,
 ) -> list[str]:
     """One ffmpeg producing every rung of ``rungs`` as its own HLS output under ``hls`` (and
-    the ``thumb`` JPEG at THUMB_AT of the duration, video only)."""
-    args = [ffmpeg_bin, *QUIET, "-y", "-i", str(src)]
+    the ``thumb`` JPEG at THUMB_AT of the duration, video only). ``light_decode`` skips the
+    decoder's deblocking filter: used for the early lowest rung only, which decodes the source a
+    second time — at ≥ 3× downscale the skipped filtering does not show, and it makes that extra
+    decode markedly cheaper (bench/transcode.py)."""
+    decode = ["-skip_loop_filter", "all"] if light_decode else []
+    args = [ffmpeg_bin, *QUIET, "-y", *decode, "-i", str(src)]
     if rungs[0].is_audio_only:
         for rung in rungs:
             args += ["-map", f"0:{info.audio_stream}", "-c:a", "aac"]
@@ -180,7 +186,8 @@ async def transcode(
 
     async def encode(i: int, group: list[Rung]) -> list[Rung]:
         args = ladder_args(
-            ffmpeg_bin, src, hls, info, group, thumb if want_thumb and not i else None
+            ffmpeg_bin, src, hls, info, group, thumb if want_thumb and not i else None,
+            light_decode=split and i == 0,
         )
         label = "+".join(r.name for r in group)
         tail = await run(args, rung=label, nice=BACKGROUND_NICE if i else 0)
