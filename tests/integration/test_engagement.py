@@ -420,3 +420,28 @@ async def test_rebuild_from_the_log_gives_the_same_read_model(http, stack, pg):
         == 202
     await eventually(lambda: settled_reports(pg, asset, 7))
     assert (await stats_row(pg, asset))["view_count"] == 3
+
+
+async def test_a_retried_report_with_its_idempotency_key_counts_once(http, stack, pg):
+    asset = await new_asset(http, stack)
+    session = sid()
+
+    async def send(key: str, seconds: float) -> str:
+        async with http.post(f"{stack.base_url}/v1/assets/{asset}/views",
+                             json={"session_id": session, "watch_seconds": seconds},
+                             headers={"Idempotency-Key": key}) as r:
+            body = await r.json()
+        assert r.status == 202, body
+        return str(body["report_id"])
+
+    first = await send("r1", 4)
+    second = await send("r2", 4)
+    assert await send("r2", 4) == second != first  # the client retried after a lost answer
+    await send("r3", 1)  # same partition: folded after the retry
+    await eventually(lambda: _watch_total_is(pg, asset, 9.0))
+    # 4 + 4 + 1 = 9 s < 10 s: had the retry counted, 13 s would have made a view.
+    assert (await stats_row(pg, asset))["view_count"] == 0
+
+
+async def _watch_total_is(pg: Any, asset: str, seconds: float) -> bool:
+    return float((await stats_row(pg, asset))["watch_seconds_total"]) == seconds

@@ -52,12 +52,13 @@ async def send_command(
 
 async def append_event(
     request: web.Request, topic: str, payload: Any, *, subject: str, who: Principal | None,
-    correlation_id: str,
+    correlation_id: str, event_id: str | None = None,
 ) -> CloudEvent:
     """Append an event no invariant needs an actor for (a view report, an access record)
-    straight to a public topic, keyed by ``subject``. Its id is fresh: it is not the effect of a
-    command, and a re-published copy keeps its id, so readers recognise it."""
-    event = make_event(payload, subject=subject, event_id=str(uuid.uuid4()),
+    straight to a public topic, keyed by ``subject``. Its id is ``event_id`` (from the client's
+    ``Idempotency-Key``, so a retried request is the same event) or fresh; a re-published copy
+    keeps its id, so readers recognise duplicates either way."""
+    event = make_event(payload, subject=subject, event_id=event_id or str(uuid.uuid4()),
                        time=datetime.now(UTC), sequence=None)
     event = event.model_copy(update={
         "actorid": who.user_id if who else None,

@@ -33,6 +33,7 @@ from medialog.api.requests import (
     command_id,
     command_meta,
     correlation_id,
+    idempotent_id,
     optional_principal,
     prefer_wait,
     principal,
@@ -101,8 +102,10 @@ async def report_view(request: web.Request) -> web.Response:
         country=spec.country,
         referrer=spec.referrer,
     )
+    report_id = idempotent_id(request, payload.viewer_key,
+                              f"view\0{asset.asset_id}\0{spec.session_id}")
     event = await append_event(request, "events.views", payload, subject=asset.asset_id, who=who,
-                               correlation_id=correlation_id(request))
+                               correlation_id=correlation_id(request), event_id=report_id)
     return web.json_response({"report_id": event.id}, status=202)
 
 

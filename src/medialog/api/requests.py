@@ -55,6 +55,11 @@ def prefer_wait(request: web.Request) -> float | None:
 def command_id(request: web.Request, who: Principal, scope: str) -> str:
     """A fresh id, or — with an ``Idempotency-Key`` — the same id for the same caller and key,
     so a retried request becomes the same command and the actor applies it once."""
+    return idempotent_id(request, who.user_id, scope)
+
+
+def idempotent_id(request: web.Request, caller: str, scope: str) -> str:
+    """``command_id`` for any caller identity (an anonymous viewer's key included)."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return str(uuid.uuid4())
@@ -62,7 +67,7 @@ def command_id(request: web.Request, who: Principal, scope: str) -> str:
         raise ValidationError(
             "Idempotency-Key must be 1–128 characters of [A-Za-z0-9._:-]", code="BAD_IDEMPOTENCY_KEY"
         )
-    return str(uuid.uuid5(_NAMESPACE, f"{scope}\0{who.user_id}\0{key}"))
+    return str(uuid.uuid5(_NAMESPACE, f"{scope}\0{caller}\0{key}"))
 
 
 def correlation_id(request: web.Request) -> str:
