@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -30,8 +30,7 @@ import faust
 from medialog.config import Settings
 from medialog.domain.engagement import engagement_key
 from medialog.domain.events import Liked, Unliked, ViewReported
-from medialog.domain.views import Report, SessionState, Verdict, ViewRule, observe
-from medialog.envelope import CloudEvent
+from medialog.domain.views import Report, SessionState, ViewRule, replay
 from medialog.outcomes import NOTIFY_CHANNEL
 from projections.runner import Apply, Record, apply_or_skip, events_of
 from streams.app import StreamDeps
@@ -43,6 +42,7 @@ GATE_LOCK = 0x6D6C656E  # advisory lock: live batches share it, a rebuild takes 
 BATCH_MAX, BATCH_WITHIN_S = 2000, 0.2
 
 SessionKey = tuple[str, str, str]  # (asset_id, viewer_key, session_id)
+_NEW = SessionState()
 
 
 @dataclass
@@ -63,19 +63,26 @@ def make_apply(rule: ViewRule) -> Apply:
     the folds in Python, one statement writing sessions, likes, counters (and the notify)."""
 
     async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
-        views: list[tuple[SessionKey, CloudEvent, ViewReported]] = []
+        views: dict[SessionKey, list[Report]] = {}
+        signed_in: dict[SessionKey, bool] = {}
         likes: list[tuple[Record, Liked | Unliked]] = []
         for r in records:
             p = r.payload
             if isinstance(p, ViewReported):
-                views.append(((p.asset_id, p.viewer_key, p.session_id), r.event, p))
+                key = (p.asset_id, p.viewer_key, p.session_id)
+                report = Report(report_id=r.event.id, at=r.event.time,
+                                watch_seconds=p.watch_seconds, duration_s=p.duration_s)
+                if key in views:
+                    views[key].append(report)
+                else:
+                    views[key], signed_in[key] = [report], p.signed_in
             elif isinstance(p, Liked | Unliked):
                 likes.append((r, p))
         if not views and not likes:
             return
         states, current = await _read(conn, views, likes)
         deltas: defaultdict[str, _Delta] = defaultdict(_Delta)
-        sessions = _fold_views(rule, views, states, deltas)
+        sessions = _fold_views(rule, views, signed_in, states, deltas)
         liked = _fold_likes(likes, current, deltas)
         await _write(conn, sessions, liked, deltas)
 
@@ -95,10 +102,9 @@ _READ = (  # one round trip: the touched sessions (kind 's') and likes rows (kin
 
 
 async def _read(
-    conn: asyncpg.Connection, views: Sequence[tuple[SessionKey, CloudEvent, ViewReported]],
+    conn: asyncpg.Connection, keys: Collection[SessionKey],
     likes: Sequence[tuple[Record, Liked | Unliked]],
 ) -> tuple[dict[SessionKey, SessionState], dict[str, tuple[bool, int, datetime | None]]]:
-    keys = {key for key, _, _ in views}
     rows = await conn.fetch(
         _READ, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
         list({engagement_key(p.asset_id, p.user_id) for _, p in likes}),
@@ -116,26 +122,24 @@ async def _read(
 
 
 def _fold_views(
-    rule: ViewRule, records: Sequence[tuple[SessionKey, CloudEvent, ViewReported]],
-    states: dict[SessionKey, SessionState], deltas: defaultdict[str, _Delta],
+    rule: ViewRule, views: Mapping[SessionKey, Sequence[Report]],
+    signed_in: Mapping[SessionKey, bool], states: Mapping[SessionKey, SessionState],
+    deltas: defaultdict[str, _Delta],
 ) -> list[tuple[SessionKey, bool, SessionState]]:
-    """Fold the reports (log order within each partition: the fold is exact) into ``states``;
-    the changed sessions, sorted (concurrent workers lock rows in the same order)."""
-    new, state_of = SessionState(), states.get
-    duplicate, counted = Verdict.DUPLICATE, Verdict.COUNTED
-    signed_in: dict[SessionKey, bool] = {}
-    for key, event, p in records:
-        seen = observe(rule, state_of(key, new), Report(
-            report_id=event.id, at=event.time, watch_seconds=p.watch_seconds,
-            duration_s=p.duration_s))
-        verdict = seen.verdict
-        if verdict is duplicate:
-            continue
-        states[key], signed_in[key] = seen.state, p.signed_in
+    """Fold each session's reports (log order within each partition: the fold is exact) from
+    its stored state; the changed sessions, sorted (concurrent workers lock rows in the same
+    order)."""
+    changed = []
+    for key in sorted(views):
+        before = states.get(key, _NEW)
+        done = replay(rule, views[key], before)
+        if done.state.reports == before.reports:
+            continue  # duplicates only
         delta = deltas[key[0]]
-        delta.views += verdict is counted
-        delta.watched_ms += seen.watched_ms
-    return [(k, signed_in[k], states[k]) for k in sorted(signed_in)]
+        delta.views += done.state.views - before.views
+        delta.watched_ms += done.watched_ms
+        changed.append((key, signed_in[key], done.state))
+    return changed
 
 
 def _fold_likes(

@@ -67,6 +67,7 @@ def event_id(command_id: str, index: int) -> str:
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {
     cls: TypeAdapter(cls) for cls in (*EVENT_CLASSES, *COMMAND_CLASSES)
 }
+_CURRENT_SCHEMAS = {cls: dataschema_uri(cls.TYPE, cls.VERSION) for cls in EVENT_CLASSES}
 
 
 def make_event(
@@ -117,6 +118,8 @@ def _decode_event(raw: bytes) -> tuple[CloudEvent, DomainEvent | None]:
     cls = EVENT_TYPES.get(event.type)
     if cls is None:
         return event, None
+    if event.dataschema == _CURRENT_SCHEMAS[cls]:  # the usual case: nothing to upcast
+        return event, _ADAPTERS[cls].validate_python(event.data)
     data, version = dict(event.data), event.schema_version
     while version < cls.VERSION:
         data = UPCASTERS[(event.type, version)](data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,7 @@ from medialog.domain.views import (
     Verdict,
     ViewRule,
     observe,
+    Replayed,
     replay,
     to_ms,
 )
@@ -41,21 +43,25 @@ def reports(*deltas: float, start: datetime = T0, every_s: float = 5,
 # -- the rule ---------------------------------------------------------------------------------
 
 
+def unpack(replayed: Replayed) -> tuple[SessionState, list[Verdict]]:
+    return replayed.state, replayed.verdicts
+
+
 def test_counts_once_when_the_sum_of_deltas_reaches_the_threshold():
-    state, verdicts = replay(RULE, reports(4, 4, 2, 5, 30))
+    state, verdicts = unpack(replay(RULE, reports(4, 4, 2, 5, 30)))
     assert verdicts == [B, B, C, A, A]
     assert state.views == 1 and state.watched_ms == 45_000 and state.reports == 5
     assert state.counted_at == T0 + timedelta(seconds=10)
 
 
 def test_below_threshold_never_counts():
-    state, verdicts = replay(RULE, reports(3, 3, 3.999))
+    state, verdicts = unpack(replay(RULE, reports(3, 3, 3.999)))
     assert verdicts == [B, B, B] and state.views == 0 and state.counted_at is None
 
 
 def test_float_deltas_sum_exactly():
     # 3.3 + 3.3 + 3.4 is 9.999999999999998 in floats; in milliseconds it is exactly 10 000.
-    assert replay(RULE, reports(3.3, 3.3, 3.4))[1] == [B, B, C]
+    assert replay(RULE, reports(3.3, 3.3, 3.4)).verdicts == [B, B, C]
 
 
 def test_short_assets_count_at_half_their_duration():
@@ -63,38 +69,57 @@ def test_short_assets_count_at_half_their_duration():
     assert RULE.threshold_ms(20.0) == 10_000 and RULE.threshold_ms(None) == 10_000
     assert RULE.threshold_ms(0.0) == 10_000  # unknown/zero duration: the plain threshold
     assert RULE.threshold_ms(0.001) == 1  # never zero: some watching is always needed
-    assert replay(RULE, reports(3, 3, duration_s=12.0))[1] == [B, C]
+    assert replay(RULE, reports(3, 3, duration_s=12.0)).verdicts == [B, C]
 
 
 def test_a_new_window_counts_again_and_resets_the_sum():
     first = reports(10, 5)
     later = reports(4, 6, start=T0 + timedelta(seconds=3600))
-    state, verdicts = replay(RULE, [*first, *later])
+    state, verdicts = unpack(replay(RULE, [*first, *later]))
     assert verdicts == [C, A, B, C]
     assert state.views == 2 and state.window_start == T0 + timedelta(seconds=3600)
     # just inside the window: still already counted
     inside = reports(1, start=T0 + timedelta(seconds=3599.999))
-    assert replay(RULE, [*first, *inside])[1] == [C, A, A]
+    assert replay(RULE, [*first, *inside]).verdicts == [C, A, A]
 
 
 def test_a_duplicate_report_changes_nothing():
     rs = reports(6, 6)
-    state, verdicts = replay(RULE, [rs[0], rs[0], rs[1], rs[0], rs[1]])
+    state, verdicts = unpack(replay(RULE, [rs[0], rs[0], rs[1], rs[0], rs[1]]))
     assert verdicts == [B, D, C, D, D]
-    assert state == replay(RULE, rs)[0]
+    assert state == replay(RULE, rs).state
 
 
 def test_recent_ids_are_bounded():
-    state, _ = replay(RULE, reports(*([0.5] * (RECENT_IDS + 5))))
+    state, _ = unpack(replay(RULE, reports(*([0.5] * (RECENT_IDS + 5)))))
     assert len(state.recent_ids) == RECENT_IDS
 
 
 def test_fold_is_resumable_from_a_stored_state():
     rs = reports(2, 3, 4, 5, 6)
-    whole, verdicts = replay(RULE, rs)
-    middle, first = replay(RULE, rs[:2])
-    resumed, rest = replay(RULE, rs[2:], middle)
+    whole, verdicts = unpack(replay(RULE, rs))
+    middle, first = unpack(replay(RULE, rs[:2]))
+    resumed, rest = unpack(replay(RULE, rs[2:], middle))
     assert resumed == whole and first + rest == verdicts
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_replay_is_observe_report_by_report(seed: int) -> None:
+    """The batch fold the projections use gives what the one-report step gives, state,
+    verdicts and watch time, over windows, thresholds, duplicates and forgotten ids."""
+    rng = random.Random(seed)
+    pool = reports(*(rng.choice([0, 0.5, 3, 7, 12]) for _ in range(40)),
+                   every_s=rng.choice([5, 400]), duration_s=rng.choice([None, 8.0, 600.0]))
+    picked = [rng.choice(pool[: i + 1]) if rng.random() < 0.3 else pool[i]
+              for i in range(len(pool))]
+    state, verdicts, added = SessionState(), [], 0
+    for report in picked:
+        seen = observe(RULE, state, report)
+        state, added = seen.state, added + seen.watched_ms
+        verdicts.append(seen.verdict)
+    whole = replay(RULE, picked)
+    assert (whole.state, whole.verdicts, whole.watched_ms) == (state, verdicts, added)
+    assert D in verdicts  # the draws do repeat reports
 
 
 def test_observe_reports_the_watch_time_it_added():

@@ -101,42 +101,76 @@ class Observation:
 
 def observe(rule: ViewRule, state: SessionState, report: Report) -> Observation:
     """Fold one report into a session; never raises on stored history."""
-    # Written out field by field (no ``dataclasses.replace``): projections fold every report.
-    report_id, recent = report.report_id, state.recent_ids
-    if report_id in recent:
+    recent = state.recent_ids
+    if report.report_id in recent:
         return Observation(state=state, verdict=Verdict.DUPLICATE, watched_ms=0)
-    delta = max(0, to_ms(report.watch_seconds))
-    at, window_start, watched, counted_at = report.at, state.window_start, state.watched_ms, \
-        state.counted_at
-    if window_start is None or at >= window_start + rule.window:
-        window_start, watched, counted_at = at, 0, None
-    watched += delta
-    recent = (*recent, report_id)[-RECENT_IDS:]
-    if counted_at is not None:
-        verdict = Verdict.ALREADY_COUNTED
-    elif watched >= rule.threshold_ms(report.duration_s):
-        verdict, counted_at = Verdict.COUNTED, at
-    else:
-        verdict = Verdict.BELOW_THRESHOLD
+    verdict, window_start, watched, counted_at, delta = _step(
+        rule, report, state.window_start, state.watched_ms, state.counted_at)
     new = SessionState(
         window_start=window_start,
         watched_ms=watched,
         counted_at=counted_at,
         reports=state.reports + 1,
         views=state.views + (verdict is Verdict.COUNTED),
-        recent_ids=recent,
+        recent_ids=(*recent, report.report_id)[-RECENT_IDS:],
     )
     return Observation(state=new, verdict=verdict, watched_ms=delta)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Replayed:
+    state: SessionState  # after the last report
+    verdicts: list[Verdict]  # one per report, in order
+    watched_ms: int  # watch time the reports added (duplicates add nothing)
+
+
 def replay(
     rule: ViewRule, reports: Iterable[Report], state: SessionState | None = None
-) -> tuple[SessionState, list[Verdict]]:
-    """Fold ``reports`` (in log order) from ``state`` (default: a new session)."""
+) -> Replayed:
+    """Fold ``reports`` (in log order) from ``state`` (default: a new session): what
+    :func:`observe` report by report gives, without building the states in between."""
     current = state or SessionState()
-    verdicts: list[Verdict] = []
+    window_start, watched, counted_at = current.window_start, current.watched_ms, \
+        current.counted_at
+    recent, verdicts = list(current.recent_ids), []
+    applied = views = added = 0
     for report in reports:
-        seen = observe(rule, current, report)
-        current = seen.state
-        verdicts.append(seen.verdict)
-    return current, verdicts
+        if report.report_id in recent:
+            verdicts.append(Verdict.DUPLICATE)
+            continue
+        verdict, window_start, watched, counted_at, delta = _step(
+            rule, report, window_start, watched, counted_at)
+        verdicts.append(verdict)
+        recent.append(report.report_id)
+        if len(recent) > RECENT_IDS:
+            del recent[0]
+        applied += 1
+        views += verdict is Verdict.COUNTED
+        added += delta
+    if not applied:
+        return Replayed(state=current, verdicts=verdicts, watched_ms=0)
+    new = SessionState(window_start=window_start, watched_ms=watched, counted_at=counted_at,
+                       reports=current.reports + applied, views=current.views + views,
+                       recent_ids=tuple(recent))
+    return Replayed(state=new, verdicts=verdicts, watched_ms=added)
+
+
+def _step(
+    rule: ViewRule, report: Report, window_start: datetime | None, watched: int,
+    counted_at: datetime | None,
+) -> tuple[Verdict, datetime, int, datetime | None, int]:
+    """The rule for one report that is not a duplicate, over the window's fields:
+    ``(verdict, window_start, watched, counted_at, watch time added)``. Plain values, no
+    objects: projections fold every report."""
+    delta = max(0, to_ms(report.watch_seconds))
+    at = report.at
+    if window_start is None or at >= window_start + rule.window:
+        window_start, watched, counted_at = at, 0, None
+    watched += delta
+    if counted_at is not None:
+        verdict = Verdict.ALREADY_COUNTED
+    elif watched >= rule.threshold_ms(report.duration_s):
+        verdict, counted_at = Verdict.COUNTED, at
+    else:
+        verdict = Verdict.BELOW_THRESHOLD
+    return verdict, window_start, watched, counted_at, delta
