@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import subprocess
 import sys
@@ -33,8 +32,10 @@ import tempfile
 import time
 import uuid
 import zlib
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,8 @@ from clickhouse_connect.driver.client import Client
 
 from medialog.cli import tune_gc
 from medialog.domain import events as e
-from medialog.domain.views import ViewRule
-from medialog.envelope import decode_event, encode_event, make_event
+from medialog.domain.views import Report, ViewRule, replay
+from medialog.envelope import decode_event, encode_event, make_event, payload_json
 from medialog.migrate import statements
 from medialog.resources import schemas_dir
 from medialog.tracking import Position
@@ -207,6 +208,7 @@ def postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
     likes and ``asset_stats``, advance positions, commit — against the RAW BASELINE: an
     asyncpg ``COPY`` of one row per event (the same events, already decoded, the cheapest way
     to land them in PostgreSQL) into a plain table, one transaction per batch, same batches.
+    Afterwards the counters ours wrote are checked against the pure rule's fold of the log.
     PostgreSQL is started with ``medialog.embedded.postgres`` in a temporary directory."""
     return asyncio.run(_postgres_half(n, batch, repeats))
 
@@ -221,7 +223,7 @@ async def _postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float
     work = [(pos, raw) for pos, raw in workload(n) if pos.topic in TOPICS]
     chunks = batches(work, batch)
     decoded = [[(pos, decode_event(raw)[0]) for pos, raw in chunk] for chunk in chunks]
-    rows = [[(ev.id, ev.type, ev.subject, pos.partition, pos.offset, ev.time, json.dumps(ev.data))
+    rows = [[(ev.id, ev.type, ev.subject, pos.partition, pos.offset, ev.time, payload_json(ev))
              for pos, ev in chunk] for chunk in decoded]
     root = Path(tempfile.mkdtemp(prefix="medialog-bench-pg-"))
     root.chmod(0o755)
@@ -234,7 +236,8 @@ async def _postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float
             await conn.execute(
                 "CREATE TABLE raw_events (id text PRIMARY KEY, type text, subject text, "
                 "partition int, \"offset\" bigint, time timestamptz, data jsonb)")
-        apply = make_apply(ViewRule(threshold_s=10.0, window_s=3600.0))
+        rule = ViewRule(threshold_s=10.0, window_s=3600.0)
+        apply = make_apply(rule)
         ours_best = raw_best = float("inf")
         for _ in range(repeats):
             async with pool.acquire() as conn:
@@ -250,11 +253,38 @@ async def _postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float
                     async with conn.transaction():
                         await conn.copy_records_to_table("raw_events", records=chunk_rows)
             raw_best = min(raw_best, time.perf_counter() - began)
+        async with pool.acquire() as conn:  # ours folded right (the check that it is a fair race)
+            stored = {r[0]: (r[1], r[2], r[3]) for r in await conn.fetch(
+                "SELECT asset_id, view_count, like_count, watch_seconds_total FROM asset_stats")}
+        assert stored == expected_stats(work, rule), "the projection's counters are wrong"
         await pool.close()
     finally:
         await pg.stop()
         subprocess.run(["rm", "-rf", str(root)], check=False)
     return len(work) / ours_best, len(work) / raw_best
+
+
+def expected_stats(work: list[tuple[Position, bytes]], rule: ViewRule
+                   ) -> dict[str, tuple[int, int, Decimal]]:
+    """Per asset (views, likes, watch seconds) by the pure rule, session by session."""
+    sessions: dict[tuple[str, str, str], list[Report]] = defaultdict(list)
+    likes: Counter[str] = Counter()
+    for _, raw in work:
+        event, payload = decode_event(raw)
+        if isinstance(payload, e.ViewReported):
+            sessions[(payload.asset_id, payload.viewer_key, payload.session_id)].append(Report(
+                report_id=event.id, at=event.time, watch_seconds=payload.watch_seconds,
+                duration_s=payload.duration_s))
+        elif isinstance(payload, e.Liked):  # one like per user in this workload
+            likes[payload.asset_id] += 1
+    views: Counter[str] = Counter()
+    watched: Counter[str] = Counter()
+    for (asset, _, _), reports in sessions.items():
+        done = replay(rule, reports)
+        views[asset] += done.state.views
+        watched[asset] += done.watched_ms
+    return {a: (views[a], likes[a], Decimal(watched[a]) / 1000)
+            for a in set(views) | set(likes) | set(watched)}
 
 
 def report(name: str, ours: float, raw: float) -> bool:

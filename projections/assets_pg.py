@@ -18,6 +18,7 @@ import asyncpg
 import faust
 
 from medialog.domain import events as e
+from medialog.envelope import payload_json
 from medialog.outcomes import NOTIFY_CHANNEL
 from projections.runner import Record, apply_or_skip, events_of
 from streams.app import StreamDeps, raw_topic
@@ -120,7 +121,7 @@ async def _apply_one(conn: asyncpg.Connection, r: Record) -> bool:
             "causation_id, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) "
             "ON CONFLICT DO NOTHING",
             ev.subject, seq, ev.id, ev.type, ev.time, ev.actorid, ev.causationid,
-            json.dumps(ev.data),
+            payload_json(ev),
         )
     return applied
 

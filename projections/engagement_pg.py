@@ -22,10 +22,10 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 import asyncpg
 import faust
+from pydantic_core import to_json
 
 from medialog.config import Settings
 from medialog.domain.engagement import engagement_key
@@ -165,30 +165,30 @@ def _fold_likes(
     return sorted(out.items())
 
 
-_WRITE = (  # one statement; each part is a no-op on empty arrays
+_WRITE = (  # one statement; each part is a no-op on an empty array
     "WITH sessions AS (INSERT INTO view_sessions AS s (asset_id, viewer_key, session_id, "
     "signed_in, window_start, watched_ms, counted_at, reports, views, recent_ids) "
-    "SELECT a, v, sid, si, ws, w, ca, rp, vw, string_to_array(ids, ' ') FROM unnest("
-    "$1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[], $6::bigint[], "
-    "$7::timestamptz[], $8::int[], $9::int[], $10::text[]) "
-    "AS u(a, v, sid, si, ws, w, ca, rp, vw, ids) "
+    "SELECT r->>0, r->>1, r->>2, (r->>3)::boolean, (r->>4)::timestamptz, (r->>5)::bigint, "
+    "(r->>6)::timestamptz, (r->>7)::integer, (r->>8)::integer, "
+    "ARRAY(SELECT jsonb_array_elements_text(r->9)) FROM jsonb_array_elements($1::jsonb) AS r "
     "ON CONFLICT (asset_id, viewer_key, session_id) DO UPDATE SET "
     "window_start = EXCLUDED.window_start, watched_ms = EXCLUDED.watched_ms, "
     "counted_at = EXCLUDED.counted_at, reports = EXCLUDED.reports, views = EXCLUDED.views, "
     "recent_ids = EXCLUDED.recent_ids, updated_at = now()), "
     "likes AS (INSERT INTO likes (engagement_key, asset_id, user_id, liked, version, liked_at, "
-    "updated_at) SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::bool[], "
-    "$15::int[], $16::timestamptz[], $17::timestamptz[]) "
+    "updated_at) SELECT r->>0, r->>1, r->>2, (r->>3)::boolean, (r->>4)::integer, "
+    "(r->>5)::timestamptz, (r->>6)::timestamptz FROM jsonb_array_elements($2::jsonb) AS r "
     "ON CONFLICT (engagement_key) DO UPDATE SET liked = EXCLUDED.liked, "
     "version = EXCLUDED.version, liked_at = EXCLUDED.liked_at, updated_at = EXCLUDED.updated_at), "
     "stats AS (INSERT INTO asset_stats AS t (asset_id, view_count, like_count, "
-    "watch_seconds_total) SELECT * FROM unnest($18::text[], $19::bigint[], $20::bigint[], "
-    "$21::numeric[]) ON CONFLICT (asset_id) DO UPDATE SET "
+    "watch_seconds_total) SELECT r->>0, (r->>1)::bigint, (r->>2)::bigint, "
+    "(r->>3)::numeric / 1000 FROM jsonb_array_elements($3::jsonb) AS r "
+    "ON CONFLICT (asset_id) DO UPDATE SET "
     "view_count = t.view_count + EXCLUDED.view_count, "
     "like_count = t.like_count + EXCLUDED.like_count, "
     "watch_seconds_total = t.watch_seconds_total + EXCLUDED.watch_seconds_total, "
     "updated_at = now()) "
-    "SELECT pg_notify($22, 'engagement') WHERE $23::boolean"  # likes changed: wake waiters
+    "SELECT pg_notify($4, 'engagement') WHERE $5::boolean"  # likes changed: wake waiters
 )
 
 
@@ -197,21 +197,17 @@ async def _write(
     likes: Sequence[tuple[str, tuple[str, str, bool, int, datetime | None, datetime]]],
     deltas: dict[str, _Delta],
 ) -> None:
+    """The rows go as three JSON arrays of arrays (one parameter each): encoding thousands of
+    array elements one by one cost more than the statement itself."""
     stats = sorted((a, d) for a, d in deltas.items() if d.views or d.likes or d.watched_ms)
     if not sessions and not likes and not stats:
         return
     await conn.execute(  # rows sorted by key: concurrent workers lock them in the same order
         _WRITE,
-        [k[0] for k, _, _ in sessions], [k[1] for k, _, _ in sessions],
-        [k[2] for k, _, _ in sessions], [si for _, si, _ in sessions],
-        [s.window_start for _, _, s in sessions], [s.watched_ms for _, _, s in sessions],
-        [s.counted_at for _, _, s in sessions], [s.reports for _, _, s in sessions],
-        [s.views for _, _, s in sessions], [" ".join(s.recent_ids) for _, _, s in sessions],
-        [k for k, _ in likes], [v[0] for _, v in likes], [v[1] for _, v in likes],
-        [v[2] for _, v in likes], [v[3] for _, v in likes], [v[4] for _, v in likes],
-        [v[5] for _, v in likes],
-        [a for a, _ in stats], [d.views for _, d in stats], [d.likes for _, d in stats],
-        [Decimal(d.watched_ms) / 1000 for _, d in stats],
+        to_json([(*k, si, s.window_start, s.watched_ms, s.counted_at, s.reports, s.views,
+                  s.recent_ids) for k, si, s in sessions]).decode(),
+        to_json([(k, *v) for k, v in likes]).decode(),
+        to_json([(a, d.views, d.likes, d.watched_ms) for a, d in stats]).decode(),
         NOTIFY_CHANNEL, bool(likes),
     )
 

@@ -12,9 +12,11 @@ import json
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import to_json
 
 from medialog.domain.commands import COMMAND_CLASSES, AssetCommand, CommandMeta
 from medialog.domain.errors import ValidationError
@@ -29,8 +31,20 @@ COMMAND_TYPES: dict[str, type[AssetCommand]] = {cls.TYPE: cls for cls in COMMAND
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
+_OPTIONAL = Field(default=None, exclude_if=_unset)  # absent on the wire rather than null
+
+
 class CloudEvent(BaseModel):
-    """One event as it travels on an ``events.*`` topic."""
+    """One event as it travels on an ``events.*`` topic.
+
+    ``data`` is the payload. For a type this reader knows it is the domain event (a frozen
+    dataclass, upcast to the current version): the event is then an instance of that type's
+    subclass (``typed_envelope``). For a type it does not know, it is the JSON object as on the
+    wire."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -42,12 +56,12 @@ class CloudEvent(BaseModel):
     time: datetime
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str
-    sequence: int | None = None
-    actorid: str | None = None
-    actorroles: str | None = None  # comma-separated: CloudEvents attributes are scalars
-    causationid: str | None = None
-    correlationid: str | None = None
-    data: dict[str, Any]
+    sequence: int | None = _OPTIONAL
+    actorid: str | None = _OPTIONAL
+    actorroles: str | None = _OPTIONAL  # comma-separated: CloudEvents attributes are scalars
+    causationid: str | None = _OPTIONAL
+    correlationid: str | None = _OPTIONAL
+    data: Any
 
     @property
     def schema_version(self) -> int:
@@ -67,7 +81,27 @@ def event_id(command_id: str, index: int) -> str:
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {
     cls: TypeAdapter(cls) for cls in (*EVENT_CLASSES, *COMMAND_CLASSES)
 }
-_CURRENT_SCHEMAS = {cls: dataschema_uri(cls.TYPE, cls.VERSION) for cls in EVENT_CLASSES}
+
+
+def _typed(cls: type[Any]) -> type[CloudEvent]:
+    uri = dataschema_uri(cls.TYPE, cls.VERSION)
+    fixed: Any = Literal  # the values are known at run time only
+    return create_model(f"CloudEvent[{cls.__name__}]", __base__=CloudEvent,
+                        type=(fixed[cls.TYPE], cls.TYPE), dataschema=(fixed[uri], uri),
+                        data=(cls, ...))
+
+
+# One CloudEvent subclass per event type: its ``type`` and ``dataschema`` (current version) are
+# fixed and ``data`` is that type's payload, so decoding validates envelope and payload in one
+# pass over the JSON, and encoding writes the payload straight from the dataclass.
+_TYPED: dict[type[Any], type[CloudEvent]] = {cls: _typed(cls) for cls in EVENT_CLASSES}
+_ANY_TYPED: Any = Annotated[Union[tuple(_TYPED.values())], Field(discriminator="dataschema")]
+_CURRENT: TypeAdapter[CloudEvent] = TypeAdapter(_ANY_TYPED)
+
+
+def typed_envelope(cls: type[DomainEvent]) -> type[CloudEvent]:
+    """The CloudEvent subclass whose ``data`` is a ``cls`` payload."""
+    return _TYPED[cls]
 
 
 def make_event(
@@ -79,7 +113,7 @@ def make_event(
     sequence: int | None,
     meta: CommandMeta | None = None,
 ) -> CloudEvent:
-    return CloudEvent(
+    return _TYPED[type(payload)](
         id=event_id,
         source=payload.SOURCE,
         type=payload.TYPE,
@@ -91,12 +125,17 @@ def make_event(
         actorroles=",".join(meta.actor_roles) if meta else None,
         causationid=meta.command_id if meta else None,
         correlationid=meta.correlation_id if meta else None,
-        data=_ADAPTERS[type(payload)].dump_python(payload, mode="json"),
+        data=payload,
     )
 
 
 def encode_event(event: CloudEvent) -> bytes:
-    return event.model_dump_json(exclude_none=True).encode()
+    return event.model_dump_json().encode()
+
+
+def payload_json(event: CloudEvent) -> str:
+    """``data`` as JSON text, as it is on the wire (what read models store verbatim)."""
+    return to_json(event.data).decode()
 
 
 class UndecodableEvent(ValueError):
@@ -114,17 +153,22 @@ def decode_event(raw: bytes) -> tuple[CloudEvent, DomainEvent | None]:
 
 
 def _decode_event(raw: bytes) -> tuple[CloudEvent, DomainEvent | None]:
+    try:
+        event = _CURRENT.validate_json(raw)  # the usual case: a known type, current version
+        return event, event.data
+    except PydanticValidationError:
+        pass  # an old version, a type we do not know, or invalid: the general path tells
     event = CloudEvent.model_validate_json(raw)
     cls = EVENT_TYPES.get(event.type)
     if cls is None:
         return event, None
-    if event.dataschema == _CURRENT_SCHEMAS[cls]:  # the usual case: nothing to upcast
-        return event, _ADAPTERS[cls].validate_python(event.data)
     data, version = dict(event.data), event.schema_version
     while version < cls.VERSION:
         data = UPCASTERS[(event.type, version)](data)
         version += 1
-    return event, _ADAPTERS[cls].validate_python(data)
+    payload = _ADAPTERS[cls].validate_python(data)
+    fields = {k: v for k, v in event if k not in ("type", "dataschema", "data")}
+    return _TYPED[cls](**fields, data=payload), payload
 
 
 # -- commands ---------------------------------------------------------------------------------
