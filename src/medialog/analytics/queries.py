@@ -21,6 +21,7 @@ from typing import Any
 
 from medialog.analytics.params import LIKE_WEIGHT, TimeRange, TrendingQuery
 from medialog.clickhouse import Analytics
+from medialog.timefmt import iso
 
 COMPLETION_RATIO = 0.9
 _BUCKET = {"hour": "toStartOfHour", "day": "toStartOfDay"}
@@ -150,14 +151,10 @@ async def _report(ch: Analytics, parts: list[Part], params: dict[str, Any],
         for b, row in buckets.items():
             row.update(per.get(b, dict.fromkeys(part.keys, 0)))
     return {
-        "from": _iso(rng.start), "to": _iso(rng.end), "interval": rng.interval,
+        "from": iso(rng.start), "to": iso(rng.end), "interval": rng.interval,
         "totals": _finish(totals),
-        "series": [{"start": _iso(b), **_finish(row)} for b, row in buckets.items()],
+        "series": [{"start": iso(b), **_finish(row)} for b, row in buckets.items()],
     }
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def _view_parts(where: str) -> list[Part]:

@@ -24,10 +24,7 @@ from medialog.api.requests import (
 from medialog.domain.commands import DeleteAsset, UpdateMetadata
 from medialog.domain.errors import Forbidden, NotFound
 from medialog.domain.metadata import validate_metadata_patch
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+from medialog.timefmt import iso, iso_or_none
 
 
 def _json(value: Any) -> Any:
@@ -66,10 +63,10 @@ def asset_json(row: asyncpg.Record) -> dict[str, Any]:
         },
         "failure": failure and {k: failure.get(k) for k in ("reason", "rung", "attempts")},
         "stats": {"views": row["view_count"], "likes": row["like_count"]},
-        "upload_expires_at": _iso(row["upload_expires_at"]),
-        "created_at": _iso(row["created_at"]),
-        "updated_at": _iso(row["updated_at"]),
-        "deleted_at": _iso(row["deleted_at"]),
+        "upload_expires_at": iso_or_none(row["upload_expires_at"]),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "deleted_at": iso_or_none(row["deleted_at"]),
     }
 
 

@@ -18,7 +18,6 @@ private one the caller neither owns nor administers (``domain.view_reports.check
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from medialog.api import keys
+from medialog.api.assets import parse_asset_id
 from medialog.api.auth import ADMIN, Principal
 from medialog.api.commands import append_event, outcome, send_command
 from medialog.api.engagement_queries import AssetLookup, fetch_stats
@@ -41,7 +41,6 @@ from medialog.api.requests import (
 )
 from medialog.domain.commands import Like, Unlike
 from medialog.domain.engagement import engagement_key
-from medialog.domain.errors import NotFound
 from medialog.domain.events import ViewReported
 from medialog.domain.view_reports import (
     AssetRef,
@@ -70,15 +69,8 @@ async def engagement_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def _asset_id(request: web.Request) -> str:
-    try:
-        return str(uuid.UUID(request.match_info["asset_id"]))
-    except ValueError as exc:
-        raise NotFound("no such asset", code="ASSET_NOT_FOUND") from exc
-
-
 async def _viewable(request: web.Request, who: Principal | None) -> AssetRef:
-    asset_id = _asset_id(request)
+    asset_id = parse_asset_id(request.match_info["asset_id"])
     ref = await request.app[ENGAGEMENT].assets.get(asset_id)
     return check_viewable(ref, who.user_id if who else None, who is not None and who.has_any(ADMIN))
 

@@ -19,6 +19,7 @@ from medialog.api import keys, queries
 from medialog.api.assets import owned_asset, readable_asset, viewer_of
 from medialog.api.requests import optional_principal, principal
 from medialog.domain.errors import ValidationError
+from medialog.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ STATUS_AFTER: dict[str, str] = {
     "medialog.asset.transcode_failed": "failed",
     "medialog.asset.deleted": "deleted",
 }
-
-
-def _iso(value: Any) -> str:
-    return str(value.isoformat().replace("+00:00", "Z"))
 
 
 def _history_params(request: web.Request) -> tuple[int, int]:
@@ -66,7 +63,7 @@ async def get_history(request: web.Request) -> web.Response:
             "sequence": r["sequence"],
             "id": r["event_id"],
             "type": r["type"],
-            "time": _iso(r["time"]),
+            "time": iso(r["time"]),
             "actor_id": r["actor_id"],
             "causation_id": r["causation_id"],
             "data": json.loads(r["data"]),
@@ -118,7 +115,7 @@ async def stream_status(request: web.Request) -> web.StreamResponse:
         version, status = row["version"], row["status"]
         await response.write(b"retry: 3000\n\n" + sse("status", {
             "asset_id": asset_id, "version": version, "status": status, "event": None,
-            "time": _iso(row["updated_at"]), "detail": {},
+            "time": iso(row["updated_at"]), "detail": {},
         }, version))
         try:
             while status not in TERMINAL:
@@ -136,7 +133,7 @@ async def stream_status(request: web.Request) -> web.StreamResponse:
                     version, status = r["sequence"], STATUS_AFTER.get(r["type"], status)
                     await response.write(sse("status", {
                         "asset_id": asset_id, "version": version, "status": status,
-                        "event": r["type"], "time": _iso(r["time"]),
+                        "event": r["type"], "time": iso(r["time"]),
                         "detail": _detail(r["type"], json.loads(r["data"])),
                     }, version))
         except ConnectionResetError:

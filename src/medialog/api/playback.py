@@ -32,11 +32,8 @@ from medialog.domain.playback import (
     Playable, check_playable, hls_path, parse_params, thumbnail_path,
 )
 from medialog.signing import stream_url
+from medialog.timefmt import iso
 
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 async def _publish(request: web.Request, payload: PlaybackIssued, who: Principal | None) -> None:
@@ -76,7 +73,7 @@ async def issue_playback(request: web.Request) -> web.Response:
         "asset_id": asset.asset_id,
         "hls_url": url(hls_path(asset)),
         "thumbnail_url": url(thumbnail_path(asset)),
-        "expires_at": _iso(datetime.fromtimestamp(expires, UTC)),
+        "expires_at": iso(datetime.fromtimestamp(expires, UTC)),
     }
     download = bool(row["master_key"]) and (viewer.is_admin or viewer.owns(row["owner_id"]))
     if download:
