@@ -31,11 +31,12 @@ All ClickHouse work of a batch runs in one call on the ``Analytics`` thread (syn
 from __future__ import annotations
 
 import logging
-from functools import partial
 import time
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import faust
 from clickhouse_connect.driver.client import Client
@@ -54,7 +55,6 @@ from projections.clickhouse_rows import (
     decode_state,
     event_row,
     first_offsets,
-    session_key,
 )
 from projections.runner import events_of
 from streams.app import StreamDeps
@@ -95,9 +95,16 @@ WHERE asset_id IN {assets:Array(String)} AND session_id IN {sessions:Array(Strin
 GROUP BY asset_id, viewer_key, session_id"""
 
 
-def _log_order(record: tuple[Position, bytes]) -> tuple[str, int, int]:
-    p = record[0]
-    return p.topic, p.partition, p.offset
+def _offset(record: tuple[Position, bytes]) -> int:
+    return record[0].offset
+
+
+def _insert(client: Client, table: str, rows: list[list[Any]], columns: Sequence[str]) -> None:
+    """Insert ``rows``, then empty the list: clickhouse-connect leaves its insert context in a
+    reference cycle that holds the list, so the rows would stay alive until the cyclic collector
+    runs (measured: a 25-65 ms collection every 7-20 batches of 1,000 events)."""
+    client.insert(table, rows, column_names=columns)
+    rows.clear()
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,43 @@ class _Folded:
     complete: bool
     states: dict[SessionKey, SessionState] = field(default_factory=dict)
     ids: dict[SessionKey, set[str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Part:
+    """One partition's records in a batch: the span of their offsets (undecodable records
+    included) and, in log order, the decoded events (the view reports also in ``views``)."""
+
+    first: int
+    last: int
+    gapless: bool  # every offset from ``first`` to ``last`` is in the batch
+    events: list[tuple[Position, CloudEvent]] = field(default_factory=list)
+    views: list[ViewRecord] = field(default_factory=list)
+
+
+def _parts(batch: Sequence[tuple[Position, bytes]]) -> dict[tuple[str, int], _Part]:
+    """The batch per (topic, partition), sorted, each decoded in log order."""
+    grouped: dict[tuple[str, int], list[tuple[Position, bytes]]] = {}
+    for record in batch:
+        p = record[0]
+        grouped.setdefault((p.topic, p.partition), []).append(record)
+    parts: dict[tuple[str, int], _Part] = {}
+    for key in sorted(grouped):
+        records = sorted(grouped[key], key=_offset)
+        first, last = records[0][0].offset, records[-1][0].offset
+        gapless = last - first + 1 == len({p.offset for p, _ in records})
+        part = parts[key] = _Part(first, last, gapless)
+        events, views = part.events, part.views
+        for position, raw in records:
+            try:
+                event, payload = decode_event(raw)
+            except ValueError:
+                log.error("projection %s: skipping undecodable record at %s", NAME, position)
+                continue
+            events.append((position, event))
+            if isinstance(payload, ViewReported):
+                views.append(ViewRecord(position, event, payload))
+    return parts
 
 
 class ClickHouseProjection:
@@ -154,76 +198,61 @@ class ClickHouseProjection:
         result = BatchResult()
         if not batch:
             return result
-        decoded: list[tuple[Position, CloudEvent]] = []
-        views: list[ViewRecord] = []
-        for position, raw in sorted(batch, key=_log_order):
-            try:
-                event, payload = decode_event(raw)
-            except ValueError:
-                log.error("projection %s: skipping undecodable record at %s", NAME, position)
-                continue
-            decoded.append((position, event))
-            if isinstance(payload, ViewReported):
-                views.append(ViewRecord(position, event, payload))
-        # Per partition: the batch's offsets, and the cached fold it continues (if any).
-        offsets: dict[tuple[str, int], set[int]] = {}
-        for p, _ in batch:
-            offsets.setdefault((p.topic, p.partition), set()).add(p.offset)
+        parts = _parts(batch)
+        # Per partition, the cached fold the batch continues, if any.
         folded: dict[tuple[str, int], _Folded] = {}
-        for part, offs in offsets.items():
-            first = min(offs)
-            cached = self._folded.get(part)
-            if cached is None or cached.upto + 1 != first:
-                cached = _Folded(upto=first - 1, complete=first == 0)
-            folded[part] = cached
+        for key, part in parts.items():
+            cached = self._folded.get(key)
+            if cached is None or cached.upto + 1 != part.first:
+                cached = _Folded(upto=part.first - 1, complete=part.first == 0)
+            folded[key] = cached
         # Sessions the cache cannot answer are read from ClickHouse, below the batch.
         states: dict[SessionKey, SessionState] = {}
         ids: dict[SessionKey, AbstractSet[str]] = {}
         missing: list[ViewRecord] = []
         part_of: dict[SessionKey, tuple[str, int]] = {}
-        for record in views:
-            session = session_key(record.report)
-            if session in ids:
-                continue
-            p = record.position
-            part_of[session] = part = (p.topic, p.partition)
-            cached = folded[part]
-            if session in cached.ids:
-                states[session], ids[session] = cached.states[session], cached.ids[session]
-            elif cached.complete:
-                ids[session] = frozenset()
-            else:
-                ids[session] = frozenset()  # until read: absent from ClickHouse too
-                missing.append(record)
-        unknown = {(p.topic, p.partition) for p, _ in batch} - self._known.keys()
+        for key, part in parts.items():
+            cached = folded[key]
+            for record in part.views:
+                r = record.report
+                session = (r.asset_id, r.viewer_key, r.session_id)  # session_key(r): hot path
+                if session in ids:
+                    continue
+                part_of[session] = key
+                known = cached.ids.get(session)
+                if known is not None:
+                    states[session], ids[session] = cached.states[session], known
+                else:
+                    ids[session] = frozenset()  # new, or until read: absent from ClickHouse too
+                    if not cached.complete:
+                        missing.append(record)
+        unknown = parts.keys() - self._known.keys()
         stored = self.read(client, {t for t, _ in unknown}, missing)
         states.update(stored.states)
         ids.update(stored.ids)
         self._known.update(stored.positions)
         for key in unknown - stored.positions.keys():
             self._known[key] = -1
-
-        def fresh(p: Position) -> bool:
-            return p.offset > self._known[(p.topic, p.partition)]
-
-        rows = [(p, event_row(p, e)) for p, e in decoded if fresh(p)]
-        result.applied = len(rows)
+        # Records above their partition's stored position are written; all are folded.
         fold = ViewFold(self.rule, states, ids)
-        if views:
-            for record in views:
-                fold.add(record, write=fresh(record.position))
-            if fold.rows:
-                client.insert("views", fold.rows, column_names=VIEW_COLUMNS)
-            result.views, result.verdicts = len(fold.rows), fold.verdicts
+        rows: list[list[Any]] = []
+        for key, part in parts.items():
+            floor = self._known[key]
+            for record in part.views:
+                fold.add(record, write=record.position.offset > floor)
+            rows += [event_row(p, e) for p, e in part.events if p.offset > floor]
+        result.applied = len(rows)
+        result.views, result.verdicts = len(fold.rows), fold.verdicts
+        if fold.rows:
+            _insert(client, "views", fold.rows, VIEW_COLUMNS)
         if rows:  # after the views: the positions (written after it) cover both
-            client.insert("events", [row for _, row in rows], column_names=EVENT_COLUMNS)
             result.events = len(rows)
-            for p, _ in rows:
-                key = (p.topic, p.partition)
-                self._known[key] = max(self._known[key], p.offset)
-                self._unwritten[key] = self._known[key]
+            _insert(client, "events", rows, EVENT_COLUMNS)
+            for key, part in parts.items():
+                if part.events and (top := part.events[-1][0].offset) > self._known[key]:
+                    self._known[key] = self._unwritten[key] = top
         self._write_positions(client)
-        self._remember(folded, offsets, fold, ids, part_of)
+        self._remember(parts, folded, fold, ids, part_of)
         return result
 
     def _write_positions(self, client: Client, *, now: float | None = None) -> None:
@@ -239,25 +268,25 @@ class ClickHouseProjection:
         self._unwritten.clear()
         self._written_at = now
 
-    def _remember(self, folded: dict[tuple[str, int], _Folded],
-                  offsets: dict[tuple[str, int], set[int]], fold: ViewFold,
+    def _remember(self, parts: Mapping[tuple[str, int], _Part],
+                  folded: Mapping[tuple[str, int], _Folded], fold: ViewFold,
                   ids: Mapping[SessionKey, AbstractSet[str]],
                   part_of: Mapping[SessionKey, tuple[str, int]]) -> None:
         """After the batch is written: the touched sessions' states and ids, as of its end."""
-        for key, new_ids in fold.folded.items():
-            cached = folded[part_of[key]]
-            known = cached.ids.get(key)
+        for session, new_ids in fold.folded.items():
+            cached = folded[part_of[session]]
+            known = cached.ids.get(session)
             if known is None:
-                known = cached.ids[key] = set(ids.get(key, ()))
+                known = cached.ids[session] = set(ids[session])
             known.update(new_ids)
-            cached.states[key] = fold.states[key]
-        for part, offs in offsets.items():
-            cached = folded[part]
-            if max(offs) - min(offs) + 1 != len(offs):  # a gap inside the batch: do not trust
-                self._folded.pop(part, None)
+            cached.states[session] = fold.states[session]
+        for key, part in parts.items():
+            if not part.gapless:  # a gap inside the batch: do not trust
+                self._folded.pop(key, None)
                 continue
-            cached.upto = max(offs)
-            self._folded[part] = cached
+            cached = folded[key]
+            cached.upto = part.last
+            self._folded[key] = cached
         if sum(len(f.ids) for f in self._folded.values()) > self.max_sessions:
             self._folded.clear()  # memory bound: start over (reads from ClickHouse)
 

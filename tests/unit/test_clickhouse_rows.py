@@ -4,7 +4,10 @@ batched, and duplicates (a report re-published on the log) getting no second row
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from pydantic import TypeAdapter
 
 from medialog.domain.events import Liked, ViewReported
 from medialog.domain.views import SessionState, ViewRule
@@ -16,6 +19,7 @@ from projections.clickhouse_rows import (
     ViewFold,
     ViewRecord,
     decode_state,
+    encode_state,
     event_row,
     first_offsets,
     session_key,
@@ -205,3 +209,22 @@ def test_the_projection_caches_sessions_and_stays_exact() -> None:
     assert len(written) == len(whole.rows)
     for row in whole.rows:
         assert list(written[row[0]].values()) == row
+
+
+@pytest.mark.parametrize("state", [
+    SessionState(),
+    SessionState(window_start=T0, watched_ms=12_345, counted_at=None, reports=3, views=0,
+                 recent_ids=("a", "b")),
+    SessionState(window_start=T0.replace(microsecond=123_456), watched_ms=10_000,
+                 counted_at=T0 + timedelta(seconds=9, microseconds=1), reports=7, views=2),
+    SessionState(window_start=datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2))),
+                 watched_ms=0, counted_at=datetime(2026, 5, 6, 7, 8, 9), reports=1, views=1),
+])
+def test_state_json_is_what_pydantic_writes_and_reads_back(state: SessionState) -> None:
+    """``encode_state`` formats by hand (hot path): it must stay pydantic's JSON of every field
+    but ``recent_ids`` — a field added to ``SessionState`` fails here until it is written."""
+    raw = encode_state(state)
+    assert raw == TypeAdapter(SessionState).dump_json(state, exclude={"recent_ids"}).decode()
+    assert decode_state(raw) == SessionState(
+        window_start=state.window_start, watched_ms=state.watched_ms,
+        counted_at=state.counted_at, reports=state.reports, views=state.views)
