@@ -43,8 +43,7 @@ class CloudEvent(BaseModel):
 
     ``data`` is the payload. For a type this reader knows it is the domain event (a frozen
     dataclass, upcast to the current version): the event is then an instance of that type's
-    subclass (``typed_envelope``). For a type it does not know, it is the JSON object as on the
-    wire."""
+    subclass (``_TYPED``). For a type it does not know, it is the JSON object as on the wire."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -97,11 +96,6 @@ def _typed(cls: type[Any]) -> type[CloudEvent]:
 _TYPED: dict[type[Any], type[CloudEvent]] = {cls: _typed(cls) for cls in EVENT_CLASSES}
 _ANY_TYPED: Any = Annotated[Union[tuple(_TYPED.values())], Field(discriminator="dataschema")]
 _CURRENT: TypeAdapter[CloudEvent] = TypeAdapter(_ANY_TYPED)
-
-
-def typed_envelope(cls: type[DomainEvent]) -> type[CloudEvent]:
-    """The CloudEvent subclass whose ``data`` is a ``cls`` payload."""
-    return _TYPED[cls]
 
 
 def make_event(

@@ -53,8 +53,11 @@ def test_old_versions_are_upcast_not_rejected(monkeypatch):
     doc["dataschema"] = dataschema_uri(PAYLOAD.TYPE, 0)
     del doc["data"]["title"]
     monkeypatch.setitem(UPCASTERS, (PAYLOAD.TYPE, 0), lambda d: {**d, "title": "untitled"})
-    _, payload = decode_event(json.dumps(doc).encode())
+    event, payload = decode_event(json.dumps(doc).encode())
     assert payload.title == "untitled"
+    assert event.data == payload and event.dataschema == dataschema_uri(PAYLOAD.TYPE, 1)
+    assert encode_event(event) == encode_event(make_event(
+        payload, subject="a1", event_id="x", time=WHEN, sequence=1))  # as if written today
 
 
 def test_command_round_trip_and_malformed_commands():
