@@ -31,7 +31,7 @@ class StreamDeps:
 def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
     s = deps.settings
     app = App(
-        s.consumer_group,
+        s.consumer_group_of(roles),
         broker=[f"kafka://{h.strip()}" for h in s.kafka_bootstrap.split(",") if h.strip()],
         web_enabled=False,
         autodiscover=False,

@@ -7,6 +7,7 @@ in step, and ``tests/unit/test_compose.py`` checks docker-compose.yml uses only 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -113,6 +114,17 @@ class Settings(BaseSettings):
     def from_env(cls, **overrides: object) -> Settings:
         """Read ``MEDIALOG_*`` variables; ``overrides`` win (used by ``medialog dev``)."""
         return cls(**overrides)  # type: ignore[arg-type]
+
+    def consumer_group_of(self, roles: Iterable[Role]) -> str:
+        """The Faust application id (consumer group) of a process running ``roles``. Kafka gives
+        each partition of a group to one member only, so processes with different agents on one
+        topic (the promoter, a worker, and the assets projection both read ``events.asset``) must
+        not share a group, while processes running the same roles do (they share the partitions).
+        Every consuming role in one process (``dev``, ``run --roles all``): ``consumer_group``."""
+        consuming = sorted(set(roles) - {"api"})
+        if len(consuming) == len(ALL_ROLES) - 1:
+            return self.consumer_group
+        return f"{self.consumer_group}.{'+'.join(consuming)}"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
