@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python bench/ingest.py [--duration 10] [--concurrency 64] [--rate 2000]``.
 
-It starts its own ``medialog dev`` (embedded stack + every role, one process) on a temporary
+It starts its own ``medialog dev`` (embedded stack; the api and analytics in the dev process, the
+other roles in its child process) on a temporary
 data directory and a free loopback port, then, with one aiohttp client in this process:
 
 1. RAW BASELINE: a bare aiohttp server (its own process) whose handler returns 202 and does
@@ -15,10 +16,8 @@ data directory and a free loopback port, then, with one aiohttp client in this p
    visible in PostgreSQL (``view_sessions``, polled every ``--poll-ms``): p50/p99/max.
 
 Everything is bounded (durations, concurrency, timeouts) and stays on 127.0.0.1. Note the whole
-system shares this machine's cores with the client: the api process also runs the actors and
-projections (PostgreSQL and ClickHouse) that fold these very reports. ``--api-process`` serves
-the api from its own ``medialog run --roles api`` process instead, as production deploys it,
-while the dev process keeps the other roles.
+system shares this machine's cores with the client: the api process also runs the ClickHouse
+projection, and its child the actors and PostgreSQL projections, that fold these very reports.
 """
 
 from __future__ import annotations
@@ -284,29 +283,6 @@ async def _total_views(dsn: str, assets: list[str]) -> int:
         await conn.close()
 
 
-def api_settings(data_dir: Path, port: int) -> dict[str, str]:
-    """``MEDIALOG_*`` for an api-only process on the dev stack in ``data_dir``. Its chDB path is
-    its own (chDB allows one process per path; this bench reads no analytics)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from medialog.embedded.stack import SIGNING_KID
-
-    state = json.loads((data_dir / "stack.json").read_text())
-    ports = state["ports"]
-    return {
-        "MEDIALOG_API_PORT": str(port),
-        "MEDIALOG_DATA_DIR": str(data_dir),
-        "MEDIALOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports['kafka']}",
-        "MEDIALOG_POSTGRES_DSN": f"postgresql://medialog@127.0.0.1:{ports['postgres']}/medialog",
-        "MEDIALOG_CLICKHOUSE_URL": "chdb://" + str(data_dir / "chdb-api"),
-        "MEDIALOG_S3_ENDPOINT": f"http://127.0.0.1:{ports['s3']}",
-        "MEDIALOG_S3_ACCESS_KEY": state["s3_access_key"],
-        "MEDIALOG_S3_SECRET_KEY": state["s3_secret_key"],
-        "MEDIALOG_SIGNING_KEYS": f"{SIGNING_KID}:{state['signing_secret']}",
-        "MEDIALOG_VIEWER_SALT": state["viewer_salt"],
-        "MEDIALOG_JWT_PRIVATE_KEY_FILE": str(data_dir / "keys" / "jwt-private.pem"),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per closed loop")
@@ -315,9 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-duration", type=float, default=10.0)
     parser.add_argument("--poll-ms", type=int, default=20)
     parser.add_argument("--settle", type=float, default=5.0)
-    parser.add_argument("--api-process", action="store_true",
-                        help="serve the api from its own `medialog run --roles api` process on "
-                             "the same stack (production's topology) instead of the dev process")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the temporary data directory (logs) for inspection")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -337,17 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             up.enter_context(process(
                 [sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir), "--port",
                  str(api_port)], f"http://127.0.0.1:{api_port}/health/ready", data_dir / "dev.log"))
-            if args.api_process:  # the api role alone, as production runs it, on the same stack
-                api_port = free_port()
-                up.enter_context(process(
-                    [sys.executable, "-m", "medialog", "run", "--roles", "api"],
-                    f"http://127.0.0.1:{api_port}/health/ready", data_dir / "api.log",
-                    settings=api_settings(data_dir, api_port)))
             up.enter_context(process(
                 [sys.executable, __file__, "--serve-baseline", str(raw_port)],
                 f"http://127.0.0.1:{raw_port}/health/ready", data_dir / "baseline.log"))
-            where = "its own process" if args.api_process else "the dev process, with every role"
-            print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}; api in {where}")
+            print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}")
             return asyncio.run(run(args, data_dir, api_port, raw_port))
     finally:
         if args.keep_data:

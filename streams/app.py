@@ -58,6 +58,7 @@ def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
 
         assets_pg.register(app, deps)
         engagement_pg.register(app, deps)
+    if "analytics" in roles:
         from projections import clickhouse
 
         clickhouse.register(app, deps)

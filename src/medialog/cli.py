@@ -15,7 +15,7 @@ import asyncpg
 import click
 from aiohttp import web
 
-from medialog.config import ALL_ROLES, Role, Settings
+from medialog.config import ALL_ROLES, CLICKHOUSE_ROLES, Role, Settings
 
 
 SHUTDOWN_TIMEOUT_S = 30.0
@@ -42,7 +42,7 @@ def _settings(**overrides: object) -> Settings:
 def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
     for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -77,11 +77,12 @@ async def migrate_all(settings: Settings, *, clickhouse: bool = True) -> list[st
     return applied
 
 
-async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object = None) -> None:
+async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object = None,
+                peers: dict[str, str] | None = None) -> None:
     """Run the app until SIGINT/SIGTERM, then drain and stop every client."""
     from medialog.api.app import create_app
 
-    runner = web.AppRunner(create_app(settings, roles), handle_signals=False)
+    runner = web.AppRunner(create_app(settings, roles, peers=peers), handle_signals=False)
     await runner.setup()
     tune_gc()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)
@@ -115,13 +116,15 @@ def main() -> None:
               help="where the embedded services keep their data (MEDIALOG_DATA_DIR)")
 @click.option("--port", type=int, default=None, help="api port (MEDIALOG_API_PORT)")
 def dev(data_dir: Path | None, port: int | None) -> None:
-    """Start the embedded stack (SeaweedFS, tansu, PostgreSQL, chDB) and every role."""
+    """Start the embedded stack (SeaweedFS, tansu, PostgreSQL, chDB) and every role: the api and
+    the ClickHouse projection here, the other roles in a child process."""
     base = _settings(**({"data_dir": data_dir} if data_dir else {}))
     _logging(base)
     asyncio.run(_dev(base, port))
 
 
 async def _dev(base: Settings, port: int | None) -> None:
+    from medialog.embedded.roles_process import RolesProcess
     from medialog.embedded.stack import EmbeddedStack
     from medialog.issuer import ensure_private_key, load_private_key, mint_token
     from medialog.kafka import ensure_topics
@@ -151,7 +154,14 @@ async def _dev(base: Settings, port: int | None) -> None:
             click.echo(f"  dev token (user 'dev', roles admin+creator, 24 h):\n{token}\n")
             click.echo("  more tokens: medialog token --user U --role creator   (Ctrl-C stops)")
 
-        await serve(settings, frozenset(ALL_ROLES), on_ready=announce)
+        roles = RolesProcess(settings, frozenset(ALL_ROLES) - CLICKHOUSE_ROLES,
+                             stop_timeout=SHUTDOWN_TIMEOUT_S + 10)
+        await roles.start()
+        try:
+            await serve(settings, CLICKHOUSE_ROLES, on_ready=announce,
+                        peers={"roles": roles.health_url})
+        finally:
+            await roles.stop()
     finally:
         await stack.stop()
 
@@ -164,9 +174,10 @@ def run(roles: str) -> None:
     settings = _settings()
     _logging(settings)
     selected = _roles(roles)
-    if settings.clickhouse_dsn.startswith("chdb:") and selected != frozenset(ALL_ROLES):
-        click.echo("note: chDB allows one process per path; split roles need a ClickHouse server",
-                   err=True)
+    if settings.clickhouse_dsn.startswith("chdb:") and selected & CLICKHOUSE_ROLES not in (
+            frozenset(), CLICKHOUSE_ROLES):
+        click.echo("note: chDB allows one process per path: run the api and analytics roles in one "
+                   "process, or use a ClickHouse server", err=True)
     asyncio.run(serve(settings, selected))
 
 

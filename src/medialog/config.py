@@ -14,8 +14,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Role = Literal["api", "actors", "workers", "projections"]
-ALL_ROLES: tuple[Role, ...] = ("api", "actors", "workers", "projections")
+Role = Literal["api", "actors", "workers", "projections", "analytics"]
+ALL_ROLES: tuple[Role, ...] = ("api", "actors", "workers", "projections", "analytics")
+CLICKHOUSE_ROLES: frozenset[Role] = frozenset({"api", "analytics"})  # the roles that open it
 
 
 class Settings(BaseSettings):
@@ -120,11 +121,23 @@ class Settings(BaseSettings):
         each partition of a group to one member only, so processes with different agents on one
         topic (the promoter, a worker, and the assets projection both read ``events.asset``) must
         not share a group, while processes running the same roles do (they share the partitions).
-        Every consuming role in one process (``dev``, ``run --roles all``): ``consumer_group``."""
+        Every consuming role in one process (``run --roles all``): ``consumer_group``. Faust names
+        topics after it, so it keeps to Kafka's topic characters (roles joined with ``-``)."""
         consuming = sorted(set(roles) - {"api"})
         if len(consuming) == len(ALL_ROLES) - 1:
             return self.consumer_group
-        return f"{self.consumer_group}.{'+'.join(consuming)}"
+        return f"{self.consumer_group}.{'-'.join(consuming)}"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``MEDIALOG_*`` variables: what a child process needs to build the
+        same settings with :meth:`from_env`. Holds the secrets: hand it to a process, never log
+        it."""
+        env = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"MEDIALOG_{name.upper()}"] = "" if value is None else str(value)
+        return env
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -34,8 +38,38 @@ async def test_ready_lists_every_dependency(http, stack):
     async with http.get(f"{stack.base_url}/health/ready") as r:
         assert r.status == 200
         body = await r.json()
-    assert set(body["dependencies"]) == {"kafka", "postgres", "clickhouse", "s3", "ffmpeg"}
+    assert set(body["dependencies"]) == {"kafka", "postgres", "clickhouse", "s3", "ffmpeg",
+                                         "roles"}
     assert all(d["status"] == "up" and d["latency_ms"] >= 0 for d in body["dependencies"].values())
+
+
+def roles_process(dev_pid: int) -> int:
+    """The pid of ``medialog dev``'s child running the actors, workers and projections."""
+    children = Path(f"/proc/{dev_pid}/task/{dev_pid}/children").read_text().split()
+    found = [int(c) for c in children
+             if b"--roles" in Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def test_a_crashed_roles_process_is_started_again(http, stack):
+    """The dev process reports the crash in its readiness, starts the roles again, and the
+    pipeline the child carries (the asset actor, the projections) works again."""
+    crashed = roles_process(stack.proc.pid)
+    os.kill(crashed, signal.SIGKILL)
+    await asyncio.sleep(0.3)
+    async with http.get(f"{stack.base_url}/health/ready") as r:
+        assert r.status == 503 and (await r.json())["dependencies"]["roles"]["status"] == "down"
+    deadline = time.monotonic() + 120
+    while True:
+        async with http.get(f"{stack.base_url}/health/ready") as r:
+            if r.status == 200:
+                break
+        assert time.monotonic() < deadline, stack.log_tail()
+        await asyncio.sleep(0.5)
+    assert roles_process(stack.proc.pid) != crashed
+    status, body = await request_upload(http, stack, user="dora")
+    assert status == 202 and body["command"]["projected"] is True
 
 
 async def test_jwks_is_served_for_the_embedded_issuer(http, stack):

@@ -3,19 +3,36 @@ of a group: two processes with different agents on one topic must not share one)
 
 from __future__ import annotations
 
+import itertools
+import re
+
 from medialog.config import ALL_ROLES, Settings
 
 
 def test_every_consuming_role_in_one_process_keeps_the_plain_group() -> None:
     s = Settings(consumer_group="ml")
     assert s.consumer_group_of(ALL_ROLES) == "ml"
-    assert s.consumer_group_of(["projections", "workers", "actors"]) == "ml"  # api consumes nothing
+    assert s.consumer_group_of(  # the api consumes nothing
+        ["projections", "workers", "actors", "analytics"]) == "ml"
 
 
 def test_split_roles_get_groups_of_their_own_and_replicas_share_them() -> None:
     s = Settings(consumer_group="ml")
-    groups = {role: s.consumer_group_of([role]) for role in ("actors", "workers", "projections")}
+    consuming = ("actors", "workers", "projections", "analytics")
+    groups = {role: s.consumer_group_of([role]) for role in consuming}
     assert groups == {"actors": "ml.actors", "workers": "ml.workers",
-                      "projections": "ml.projections"}
+                      "projections": "ml.projections", "analytics": "ml.analytics"}
     assert s.consumer_group_of(["api", "workers"]) == "ml.workers"
     assert s.consumer_group_of(["workers", "actors"]) == s.consumer_group_of(["actors", "workers"])
+    # medialog dev: the api with the ClickHouse projection, the other roles in a child process
+    assert s.consumer_group_of(["api", "analytics"]) == "ml.analytics"
+    assert s.consumer_group_of(["actors", "workers", "projections"]) == "ml.actors-projections-workers"
+
+
+def test_every_group_is_a_legal_kafka_topic_name() -> None:
+    """Faust names topics after its application id (``<id>-__assignor-__leader``)."""
+    s = Settings()
+    for n in range(1, len(ALL_ROLES) + 1):
+        for roles in itertools.combinations(ALL_ROLES, n):
+            if set(roles) != {"api"}:
+                assert re.fullmatch(r"[A-Za-z0-9._-]+", s.consumer_group_of(roles)), roles

@@ -1,12 +1,13 @@
 """The one application factory. ``create_app(settings, roles)`` wires the clients each role
 needs, each opened in its own cleanup context (no I/O at import or construction time). The
 api role serves the REST routes; the other roles run as Faust agents hosted in the same
-process, which also answers ``/health`` and ``/health/ready``."""
+process, which also answers ``/health`` and ``/health/ready`` (ready when its own clients and
+its ``peers``, the processes it was started with, are)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import asyncpg
@@ -18,7 +19,7 @@ from medialog.api.errors import error_middleware
 from medialog.api.notifier import Notifier
 from medialog.api.routes import setup_routes
 from medialog.clickhouse import Analytics
-from medialog.config import Role, Settings
+from medialog.config import CLICKHOUSE_ROLES, Role, Settings
 from medialog.issuer import load_private_key, public_jwks
 from medialog.kafka import new_producer
 from medialog.signing import SigningKeys
@@ -96,12 +97,17 @@ async def _streams(app: web.Application) -> AsyncIterator[None]:
     await faust_app.stop()
 
 
-def create_app(settings: Settings, roles: frozenset[Role]) -> web.Application:
+def create_app(
+    settings: Settings, roles: frozenset[Role], *, peers: Mapping[str, str] | None = None
+) -> web.Application:
+    """``peers``: name → ``/health/ready`` URL of each process this one runs with (``medialog
+    dev``'s roles process); this one is ready only when they are."""
     app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
     app[keys.SETTINGS] = settings
     app[keys.ROLES] = roles
+    app[keys.PEERS] = dict(peers or {})
     app.cleanup_ctx.append(_postgres)
-    if roles & {"api", "projections"}:
+    if roles & CLICKHOUSE_ROLES:
         app.cleanup_ctx.append(_clickhouse)
     app.cleanup_ctx.append(_blobs)
     app.cleanup_ctx.append(_producer)

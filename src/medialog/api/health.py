@@ -1,5 +1,7 @@
 """``GET /health`` (alive) and ``GET /health/ready`` (every dependency, with latency; 503 if any
-is down). Checks run concurrently, each bounded by a timeout."""
+is down). Checks run concurrently, each bounded by a timeout. The dependencies are the process's
+clients and its peers (``keys.PEERS``: processes it runs with, ready when their own
+``/health/ready`` answers 200)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from medialog.api import keys
@@ -57,10 +61,17 @@ CHECKS: dict[str, Callable[[web.Application], Awaitable[None]]] = {
 }
 
 
-async def _run(name: str, app: web.Application) -> dict[str, Any]:
+async def _peer(url: str) -> None:
+    timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
+
+
+async def _run(name: str, check: Callable[[], Awaitable[None]]) -> dict[str, Any]:
     start = time.perf_counter()
     try:
-        await asyncio.wait_for(CHECKS[name](app), CHECK_TIMEOUT_S)
+        await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
         result: dict[str, Any] = {"status": "up"}
     except Exception as exc:  # a readiness probe reports every failure, whatever its type
         # Unauthenticated endpoint: the type only; the detail (hosts, buckets) goes to the log.
@@ -71,10 +82,14 @@ async def _run(name: str, app: web.Application) -> dict[str, Any]:
 
 
 async def ready(request: web.Request) -> web.Response:
-    # ClickHouse is opened only by the roles that use it (api, projections).
-    names = [n for n in CHECKS if n != "clickhouse" or keys.ANALYTICS in request.app]
-    results = await asyncio.gather(*(_run(n, request.app) for n in names))
-    deps = dict(zip(names, results, strict=True))
+    app = request.app
+    # ClickHouse is opened only by the roles that use it (config.CLICKHOUSE_ROLES).
+    checks: dict[str, Callable[[], Awaitable[None]]] = {
+        n: partial(f, app) for n, f in CHECKS.items() if n != "clickhouse" or keys.ANALYTICS in app
+    }
+    checks.update({name: partial(_peer, url) for name, url in app[keys.PEERS].items()})
+    results = await asyncio.gather(*(_run(n, check) for n, check in checks.items()))
+    deps = dict(zip(checks, results, strict=True))
     ok = all(r["status"] == "up" for r in deps.values())
     return web.json_response(
         {"status": "ready" if ok else "unavailable", "dependencies": deps}, status=200 if ok else 503

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -28,4 +29,5 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 NOTIFIER = web.AppKey("notifier", Notifier)
 LOCAL_JWKS = web.AppKey("local_jwks", dict[str, Any])
 FAUST = web.AppKey("faust", faust.App)
+PEERS: web.AppKey[Mapping[str, str]] = web.AppKey("peers")  # name → its /health/ready URL
 SIGNING = web.AppKey("signing", SigningKeys)  # keys of signed streaming URLs, parsed at start

@@ -2,11 +2,13 @@
 
 Contract of :class:`ManagedProcess`:
 
-* ``start()`` launches the command with stdout and stderr appended to ``log_file``, in a new
-  session (so a Ctrl-C in the terminal of ``medialog dev`` reaches only medialog, which then
-  stops the services in order), and returns once ``ready`` says so. If the process exits or
+* ``start()`` launches the command with stdout and stderr appended to ``log_file`` (or, with
+  none, to this process's own), in a new session unless ``new_session`` is false (so a Ctrl-C in
+  the terminal of ``medialog dev`` reaches only medialog, which then stops the services in
+  order), and returns once ``ready`` says so. If the process exits or
   is not ready within ``timeout``, it is stopped and :class:`EmbeddedError` is raised naming the
   log file.
+* ``wait()`` returns the exit code once the process has exited.
 * ``stop()`` sends ``stop_signal``, waits ``stop_timeout`` seconds, then SIGKILLs. It is
   idempotent.
 * With ``pid_file`` set, a process left running by a crashed previous run (same pid file, same
@@ -98,12 +100,13 @@ class ManagedProcess:
         name: str,
         argv: Sequence[str],
         *,
-        log_file: Path,
+        log_file: Path | None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         pid_file: Path | None = None,
         stop_signal: signal.Signals = signal.SIGTERM,
         stop_timeout: float = 15.0,
+        new_session: bool = True,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -113,6 +116,7 @@ class ManagedProcess:
         self.pid_file = pid_file
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
+        self.new_session = new_session
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -129,23 +133,26 @@ class ManagedProcess:
             return
         if self.pid_file is not None:
             await self._reap_stale()
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         argv = self.argv
         if sys.platform == "linux" and (setpriv := shutil.which("setpriv")):
             argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
-        log.info("starting %s (log %s)", self.name, self.log_file)
-        with open(self.log_file, "ab") as out:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            out.write(f"\n==== {stamp} starting {self.name}\n".encode())
-            out.flush()
+        log.info("starting %s (log %s)", self.name, self.log_file or "here")
+        with contextlib.ExitStack() as files:
+            out = None
+            if self.log_file is not None:
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                out = files.enter_context(open(self.log_file, "ab"))
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                out.write(f"\n==== {stamp} starting {self.name}\n".encode())
+                out.flush()
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
+                stderr=asyncio.subprocess.STDOUT if out is not None else None,
                 env=self.env,
                 cwd=self.cwd,
-                start_new_session=True,
+                start_new_session=self.new_session,
             )
         if self.pid_file is not None:
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -165,16 +172,24 @@ class ManagedProcess:
             if self._proc.returncode is not None:
                 raise EmbeddedError(
                     f"{self.name} exited with code {self._proc.returncode} during start; "
-                    f"see {self.log_file}:\n{log_tail(self.log_file)}"
-                )
+                    f"{self._see_log()}")
             if await check():
                 return
             if time.monotonic() > deadline:
                 raise EmbeddedError(
-                    f"{self.name} not ready within {timeout:.0f}s; see {self.log_file}:\n"
-                    f"{log_tail(self.log_file)}"
-                )
+                    f"{self.name} not ready within {timeout:.0f}s; {self._see_log()}")
             await asyncio.sleep(0.1)
+
+    def _see_log(self) -> str:
+        if self.log_file is None:
+            return "see its output above"
+        return f"see {self.log_file}:\n{log_tail(self.log_file)}"
+
+    async def wait(self) -> int:
+        """The exit code, once the process has exited (``RuntimeError`` if none was started)."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return await self._proc.wait()
 
     async def stop(self) -> None:
         """Stop gracefully (``stop_signal``), SIGKILL after ``stop_timeout``. Idempotent."""

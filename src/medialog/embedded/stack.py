@@ -237,9 +237,9 @@ class EmbeddedStack:
             "kafka_rebalance_timeout_ms": 6000,
             # tansu does not answer a waiting fetch early: keep the wait short (INFRA.md).
             "kafka_fetch_max_wait_ms": 100,
-            # One process consumes every partition here, so more partitions add no parallelism,
-            # and tansu stores one S3 object per partition per produce request: measured at
-            # ~1,500 reports/s, 1 partition halved both SeaweedFS's CPU and the produce latency.
+            # One process per consumer group reads every partition here, so more partitions add
+            # no parallelism, and tansu stores one S3 object per partition per produce request:
+            # at ~1,500 reports/s, 1 partition halved both SeaweedFS's CPU and produce latency.
             "topic_partitions": 1,
             "postgres_dsn": self.postgres_dsn,
             "clickhouse_url": "chdb://" + str(self.data_dir / "chdb"),
