@@ -11,28 +11,49 @@ Exactly once (DESIGN.md rules 2, 3): each batch is one transaction with its offs
   above the stored version (equal or lower: a re-emitted duplicate, skipped).
 
 Counters change by deltas computed in the same transaction, so they equal the fold of the log.
-Rebuild: ``projections.engagement_rebuild`` (``medialog rebuild engagement``).
+The live agent runs ``EngagementProjection``, which also remembers the rows it committed so that
+its next batches need not read them back; the rebuild (``projections.engagement_rebuild``,
+``medialog rebuild engagement``) runs the same fold through ``make_apply`` and the runner.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Collection, Mapping, Sequence
+from functools import partial
+from operator import itemgetter
 
 import asyncpg
 import faust
 from pydantic_core import to_json
 
+from medialog import tracking
 from medialog.config import Settings
-from medialog.domain.engagement import engagement_key
-from medialog.domain.events import Liked, Unliked, ViewReported
-from medialog.domain.views import Report, SessionState, ViewRule, replay
+from medialog.domain.views import SessionState, ViewRule
 from medialog.outcomes import NOTIFY_CHANNEL
-from projections.runner import Apply, Record, apply_or_skip, events_of
+from projections.engagement_fold import (
+    UNLIKED,
+    Delta,
+    LikeRow,
+    LikeWrite,
+    Part,
+    SessionKey,
+    Touched,
+    decoding,
+    fold_likes,
+    fold_views,
+    touched,
+)
+from projections.runner import (
+    Apply,
+    Batch,
+    PartitionCache,
+    Record,
+    events_of,
+    overlapped,
+    project_or_skip,
+)
 from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
@@ -40,16 +61,11 @@ NAME = "projection.engagement"
 TOPICS = ("events.views", "events.engagement")
 GATE_LOCK = 0x6D6C656E  # advisory lock: live batches share it, a rebuild takes it alone
 BATCH_MAX, BATCH_WITHIN_S = 2000, 0.2
-
-SessionKey = tuple[str, str, str]  # (asset_id, viewer_key, session_id)
-_NEW = SessionState()
-
-
-@dataclass
-class _Delta:
-    views: int = 0
-    likes: int = 0
-    watched_ms: int = 0
+# Rows (sessions, likes: each kind) EngagementProjection remembers. A session with its recent
+# report ids weighs ~1.5 KB; players report every few seconds, so at 2,000 reports/s about
+# 10k sessions are live at once.
+MAX_CACHED_ROWS = 20_000
+_GATE = f"SELECT pg_advisory_xact_lock_shared({GATE_LOCK})"
 
 
 def rule_of(settings: Settings) -> ViewRule:
@@ -57,36 +73,101 @@ def rule_of(settings: Settings) -> ViewRule:
 
 
 def make_apply(rule: ViewRule) -> Apply:
-    """The ``apply`` for ``runner.apply_batch``, with the configured view rule.
+    """The ``apply`` for ``runner.apply_batch`` (the rebuild's), with the configured view rule:
+    what ``EngagementProjection`` does, without its cache.
 
     Two round trips per batch, whatever its size: one read of the touched sessions and likes,
     the folds in Python, one statement writing sessions, likes, counters (and the notify)."""
 
     async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
-        views: dict[SessionKey, list[Report]] = {}
-        signed_in: dict[SessionKey, bool] = {}
-        likes: list[tuple[Record, Liked | Unliked]] = []
-        for r in records:
-            p = r.payload
-            if isinstance(p, ViewReported):
-                key = (p.asset_id, p.viewer_key, p.session_id)
-                report = Report(report_id=r.event.id, at=r.event.time,
-                                watch_seconds=p.watch_seconds, duration_s=p.duration_s)
-                if key in views:
-                    views[key].append(report)
-                else:
-                    views[key], signed_in[key] = [report], p.signed_in
-            elif isinstance(p, Liked | Unliked):
-                likes.append((r, p))
-        if not views and not likes:
+        t = touched((r.position, r.event, r.payload) for r in records)
+        if not t.views and not t.likes:
             return
-        states, current = await _read(conn, views, likes)
-        deltas: defaultdict[str, _Delta] = defaultdict(_Delta)
-        sessions = _fold_views(rule, views, signed_in, states, deltas)
-        liked = _fold_likes(likes, current, deltas)
-        await _write(conn, sessions, liked, deltas)
+        states, current = await _read(conn, t.views, t.like_part)
+        deltas: defaultdict[str, Delta] = defaultdict(Delta)
+        sessions = fold_views(rule, t.views, t.signed_in, states, deltas, sorted(t.views))
+        liked = fold_likes(t.likes, current, deltas)
+        await _write(conn, sessions, liked, deltas, {})
 
     return apply
+
+
+class EngagementProjection:
+    """The live projection (a ``runner.Projection``): per batch, one transaction takes the gate
+    (``GATE_LOCK`` shared: a rebuild holds it alone, so batches wait while one runs and a
+    rebuild waits for the batch in flight), locks the stored offsets (the batch is decoded
+    meanwhile), folds the records past them and writes
+    sessions, likes, counters and the new offsets in one statement.
+
+    **Row cache.** The sessions and likes rows it commits are kept (``PartitionCache``): a
+    batch reads back only the rows the cache cannot vouch for — those it never wrote, or of a
+    partition that someone else has applied records of since (another worker after a
+    rebalance, a rebuild, a passed-over record) — and folds the others while that read is on
+    its way. A new projection starts cold and reads. Keys are partition-local (views keyed by
+    asset, likes by engagement key), as the fold already requires."""
+
+    name = NAME
+
+    def __init__(self, rule: ViewRule, *, max_rows: int = MAX_CACHED_ROWS) -> None:
+        self.rule = rule
+        self._sessions: PartitionCache[SessionKey, SessionState] = PartitionCache(max_rows)
+        self._likes: PartitionCache[str, LikeRow] = PartitionCache(max_rows)
+
+    async def apply_batch(self, pool: asyncpg.Pool, batch: Batch) -> int:
+        """Apply what is new in ``batch``; return how many records were applied."""
+        if not batch:
+            return 0
+        parts = sorted({(p.topic, p.partition) for p, _ in batch})
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(_GATE)  # a rebuild in progress: wait until it is done
+            stored, t = await overlapped(tracking.lock_stored(conn, NAME, parts),
+                                         partial(touched, decoding(batch)))
+            self._sessions.check(stored)
+            self._likes.check(stored)
+            if any(stored[part].offset >= offset for part, offset in t.first.items()):
+                t = touched(decoding(batch, stored))  # re-delivered records: skip them
+            for position in t.undecodable:
+                log.error("projection %s: skipping undecodable record at %s", NAME, position)
+            states, current, missing, missing_likes = self._cached(t)
+            deltas: defaultdict[str, Delta] = defaultdict(Delta)
+            fold = partial(fold_views, self.rule, t.views, t.signed_in, states, deltas)
+            if missing or missing_likes:  # read them while folding the sessions known
+                (read, read_likes), changed = await overlapped(
+                    _read(conn, missing, missing_likes), partial(fold, list(states)))
+                states.update(read)
+                current.update(read_likes)
+                changed += fold(missing)
+            else:
+                changed = fold(t.views)
+            liked = fold_likes(t.likes, current, deltas)
+            versions = await _write(conn, sorted(changed, key=itemgetter(0)), liked, deltas,
+                                    dict(sorted(t.top.items())))
+        self._sessions.commit(versions, ((p, k, states[k]) for k, p in t.session_part.items()))
+        self._likes.commit(versions, ((p, k, current.get(k, UNLIKED))
+                                      for k, p in t.like_part.items()))
+        return t.decoded
+
+    def _cached(self, t: Touched) -> tuple[dict[SessionKey, SessionState], dict[str, LikeRow],
+                                            list[SessionKey], list[str]]:
+        """The touched rows the cache vouches for; the keys of the others."""
+        states: dict[SessionKey, SessionState] = {}
+        current: dict[str, LikeRow] = {}
+        sessions, likes = self._sessions, self._likes
+        missing = []
+        for key, part in t.session_part.items():
+            state = sessions.get(part, key)
+            if state is None:
+                missing.append(key)
+            else:
+                states[key] = state
+        missing_likes = []
+        for like_key, part in t.like_part.items():
+            row = likes.get(part, like_key)
+            if row is None:
+                missing_likes.append(like_key)
+            else:
+                current[like_key] = row
+        return states, current, missing, missing_likes
 
 
 _READ = (  # one round trip: the touched sessions (kind 's') and likes rows (kind 'l')
@@ -102,15 +183,12 @@ _READ = (  # one round trip: the touched sessions (kind 's') and likes rows (kin
 
 
 async def _read(
-    conn: asyncpg.Connection, keys: Collection[SessionKey],
-    likes: Sequence[tuple[Record, Liked | Unliked]],
-) -> tuple[dict[SessionKey, SessionState], dict[str, tuple[bool, int, datetime | None]]]:
+    conn: asyncpg.Connection, keys: Collection[SessionKey], like_keys: Collection[str],
+) -> tuple[dict[SessionKey, SessionState], dict[str, LikeRow]]:
     rows = await conn.fetch(
-        _READ, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-        list({engagement_key(p.asset_id, p.user_id) for _, p in likes}),
-    )
+        _READ, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], list(like_keys))
     states: dict[SessionKey, SessionState] = {}
-    current: dict[str, tuple[bool, int, datetime | None]] = {}
+    current: dict[str, LikeRow] = {}
     for r in rows:
         if r[0] == "s":
             states[(r[1], r[2], r[3])] = SessionState(
@@ -119,50 +197,6 @@ async def _read(
         else:
             current[r[1]] = (r[10], r[11], r[12])
     return states, current
-
-
-def _fold_views(
-    rule: ViewRule, views: Mapping[SessionKey, Sequence[Report]],
-    signed_in: Mapping[SessionKey, bool], states: Mapping[SessionKey, SessionState],
-    deltas: defaultdict[str, _Delta],
-) -> list[tuple[SessionKey, bool, SessionState]]:
-    """Fold each session's reports (log order within each partition: the fold is exact) from
-    its stored state; the changed sessions, sorted (concurrent workers lock rows in the same
-    order)."""
-    changed = []
-    for key in sorted(views):
-        before = states.get(key, _NEW)
-        done = replay(rule, views[key], before)
-        if done.state.reports == before.reports:
-            continue  # duplicates only
-        delta = deltas[key[0]]
-        delta.views += done.state.views - before.views
-        delta.watched_ms += done.watched_ms
-        changed.append((key, signed_in[key], done.state))
-    return changed
-
-
-def _fold_likes(
-    records: Sequence[tuple[Record, Liked | Unliked]],
-    current: dict[str, tuple[bool, int, datetime | None]], deltas: defaultdict[str, _Delta],
-) -> list[tuple[str, tuple[str, str, bool, int, datetime | None, datetime]]]:
-    """Apply like/unlike events above each key's version; the changed rows, sorted."""
-    out: dict[str, tuple[str, str, bool, int, datetime | None, datetime]] = {}
-    for r, p in records:
-        key = engagement_key(p.asset_id, p.user_id)
-        liked, version, liked_at = current.get(key, (False, 0, None))
-        seq = r.event.sequence
-        if seq is None or seq <= version:
-            continue  # re-emitted duplicate (or not from the actor): already applied
-        if seq > version + 1:
-            log.warning("engagement %s: sequence %d after %d (gap)", key, seq, version)
-        now_liked = isinstance(p, Liked)
-        if now_liked != liked:
-            deltas[p.asset_id].likes += 1 if now_liked else -1
-        liked_at = r.event.time if now_liked and not liked else liked_at
-        current[key] = (now_liked, seq, liked_at)
-        out[key] = (p.asset_id, p.user_id, now_liked, seq, liked_at, r.event.time)
-    return sorted(out.items())
 
 
 _WRITE = (  # one statement; each part is a no-op on an empty array
@@ -187,46 +221,40 @@ _WRITE = (  # one statement; each part is a no-op on an empty array
     "view_count = t.view_count + EXCLUDED.view_count, "
     "like_count = t.like_count + EXCLUDED.like_count, "
     "watch_seconds_total = t.watch_seconds_total + EXCLUDED.watch_seconds_total, "
-    "updated_at = now()) "
-    "SELECT pg_notify($4, 'engagement') WHERE $5::boolean"  # likes changed: wake waiters
+    "updated_at = now()), "
+    f"advanced AS ({tracking.advance_statement(6, 7, 8, 9)}), "
+    "notified AS (SELECT pg_notify($4, 'engagement') WHERE $5::boolean) "  # likes changed
+    "SELECT a.* FROM (SELECT count(*) FROM notified) AS n LEFT JOIN advanced AS a ON true"
 )
 
 
 async def _write(
     conn: asyncpg.Connection, sessions: Sequence[tuple[SessionKey, bool, SessionState]],
-    likes: Sequence[tuple[str, tuple[str, str, bool, int, datetime | None, datetime]]],
-    deltas: dict[str, _Delta],
-) -> None:
-    """The rows go as three JSON arrays of arrays (one parameter each): encoding thousands of
-    array elements one by one cost more than the statement itself."""
+    likes: Sequence[tuple[str, LikeWrite]],
+    deltas: dict[str, Delta], top: Mapping[Part, int],
+) -> dict[Part, str]:
+    """Write the rows (each kind sorted by key: concurrent workers lock them in the same order)
+    and store the offsets ``top``; the offsets rows' new versions. The rows go as three JSON
+    arrays of arrays (one parameter each): encoding thousands of array elements one by one cost
+    more than the statement itself."""
     stats = sorted((a, d) for a, d in deltas.items() if d.views or d.likes or d.watched_ms)
-    if not sessions and not likes and not stats:
-        return
-    await conn.execute(  # rows sorted by key: concurrent workers lock them in the same order
+    if not sessions and not likes and not stats and not top:
+        return {}
+    rows = await conn.fetch(
         _WRITE,
         to_json([(*k, si, s.window_start, s.watched_ms, s.counted_at, s.reports, s.views,
                   s.recent_ids) for k, si, s in sessions]).decode(),
         to_json([(k, *v) for k, v in likes]).decode(),
         to_json([(a, d.views, d.likes, d.watched_ms) for a, d in stats]).decode(),
-        NOTIFY_CHANNEL, bool(likes),
+        NOTIFY_CHANNEL, bool(likes), NAME, [t for t, _ in top], [p for _, p in top],
+        list(top.values()),
     )
-
-
-@contextlib.asynccontextmanager
-async def live_gate(pool: asyncpg.Pool) -> AsyncIterator[None]:
-    """Held (shared) around each live batch; a rebuild takes the lock exclusively, so it starts
-    only between batches and live batches wait until it is done."""
-    async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock_shared($1)", GATE_LOCK)
-        try:
-            yield
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock_shared($1)", GATE_LOCK)
+    return {(r[0], r[1]): r[2] for r in rows if r[0] is not None}
 
 
 def register(app: faust.App, deps: StreamDeps) -> None:
     s = deps.settings
-    apply = make_apply(rule_of(s))
+    projection = EngagementProjection(rule_of(s))
     topic = app.topic(*(s.topic(t) for t in TOPICS), key_type=bytes, value_type=bytes,
                       key_serializer="raw", value_serializer="raw")
 
@@ -235,5 +263,4 @@ def register(app: faust.App, deps: StreamDeps) -> None:
         async for batch in stream.take_events(  # type: ignore[attr-defined]
             BATCH_MAX, within=BATCH_WITHIN_S
         ):
-            async with live_gate(deps.pool):
-                await apply_or_skip(deps.pool, NAME, apply, events_of(batch))
+            await project_or_skip(deps.pool, projection, events_of(batch))

@@ -8,7 +8,7 @@ same ``apply_batch`` and the same tracking rows as the live agent.
 Procedure (safe while the live projection runs; it need not be stopped):
 
 1. take the projection's advisory lock exclusively: it waits for the live batch in flight, and
-   live batches wait (``engagement_pg.live_gate``) until the rebuild is done;
+   live batches wait (each takes it shared in its transaction) until the rebuild is done;
 2. remember the stored offsets T (per partition: everything live applied so far), then, in one
    transaction, empty ``asset_stats``, ``likes``, ``view_sessions`` and the projection's
    ``consumer_offsets`` rows;
