@@ -10,7 +10,8 @@ data directory and a free loopback port, then, with one aiohttp client in this p
    nothing, driven by the same client, same bodies and headers, same concurrency and duration;
 2. INGEST: ``POST /v1/assets/{id}/views`` with RS256 JWTs (signed-in viewers): authentication,
    asset lookup, validation, and a 202 only after the broker acknowledged (acks=all);
-   prints accepted reports/s, p50/p99 latency, and ours ÷ raw (goal ≥ 0.5; exit 1 if not met);
+   prints accepted reports/s, p50/p99 latency, ours ÷ raw (goal ≥ 0.5; exit 1 if not met) and
+   how many cores each process of the stack (and the client) kept busy meanwhile;
 3. LAG (measured first, on the fresh stack): reports offered open-loop at ``--rate``/s for ``--lag-duration`` s, each a new session
    whose one report crosses the threshold, and the time from its 202 to its counted view being
    visible in PostgreSQL (``view_sessions``, polled every ``--poll-ms``): p50/p99/max.
@@ -42,6 +43,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
+
+from proctree import cpu_s, name, stack_pids
 
 GOAL_RATIO = 0.5
 READY_TIMEOUT_S = 180
@@ -211,7 +214,16 @@ async def lag_run(http: aiohttp.ClientSession, base: str, assets: list[str],
 # -- main --------------------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, data_dir: Path, api_port: int, raw_port: int) -> int:
+def cpu_by_name(pids: set[int]) -> dict[str, float]:
+    """CPU seconds used so far by ``pids``, summed per process name."""
+    out: dict[str, float] = {}
+    for pid in pids:
+        out[name(pid)] = out.get(name(pid), 0.0) + cpu_s(pid)
+    return out
+
+
+async def run(args: argparse.Namespace, data_dir: Path, dev_pid: int, api_port: int,
+              raw_port: int) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from medialog.issuer import load_private_key, mint_token
 
@@ -259,13 +271,20 @@ async def run(args: argparse.Namespace, data_dir: Path, api_port: int, raw_port:
         await closed_loop(http, url(raw), headers_of, c, 1.0, "warm-raw")
         baseline = await closed_loop(http, url(raw), headers_of, c, d, "raw")
         await closed_loop(http, url(api), headers_of, c, 1.0, "warm-api")
+        pids = stack_pids(dev_pid, data_dir) | {os.getpid()}
+        cpu_before, began = cpu_by_name(pids), time.perf_counter()
         ours = await closed_loop(http, url(api), headers_of, c, d, "api")
+        cpu_after, elapsed = cpu_by_name(pids), time.perf_counter() - began
         ratio = ours["rate"] / baseline["rate"]
-        for name, r in (("raw baseline (bare aiohttp 202)", baseline),
+        for what, r in (("raw baseline (bare aiohttp 202)", baseline),
                         ("ingest (real api, JWT, acks=all)", ours)):
-            print(f"  {name:34s} {r['rate']:8.0f} req/s   p50 {r['p50'] * 1e3:6.1f} ms   "
+            print(f"  {what:34s} {r['rate']:8.0f} req/s   p50 {r['p50'] * 1e3:6.1f} ms   "
                   f"p99 {r['p99'] * 1e3:6.1f} ms   non-202: {r['errors'] or 0}")
         print(f"  ratio ingest / raw: {ratio:.2f}  (goal ≥ {GOAL_RATIO})")
+        busy = sorted(((cpu_after[k] - cpu_before.get(k, 0.0)) / elapsed, k) for k in cpu_after)
+        print(f"  cores busy during the ingest loop ({os.cpu_count()} on this machine; the bench "
+              "client is 'ingest.py'): " + ", ".join(
+                  f"{k} {v:.2f}" for v, k in reversed(busy) if v >= 0.01))
 
         await asyncio.sleep(args.settle)  # let the projections drain the flood
         views = await _total_views(dsn, assets)
@@ -307,14 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     api_port, raw_port = free_port(), free_port()
     try:
         with contextlib.ExitStack() as up:
-            up.enter_context(process(
+            dev = up.enter_context(process(
                 [sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir), "--port",
                  str(api_port)], f"http://127.0.0.1:{api_port}/health/ready", data_dir / "dev.log"))
             up.enter_context(process(
                 [sys.executable, __file__, "--serve-baseline", str(raw_port)],
                 f"http://127.0.0.1:{raw_port}/health/ready", data_dir / "baseline.log"))
             print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}")
-            return asyncio.run(run(args, data_dir, api_port, raw_port))
+            return asyncio.run(run(args, data_dir, dev.pid, api_port, raw_port))
     finally:
         if args.keep_data:
             print(f"data dir kept: {data_dir}")

@@ -1,5 +1,6 @@
-"""Idle memory of the embedded default: `medialog dev` (all roles in one process) plus the
-services it starts (SeaweedFS, tansu, PostgreSQL), summed RSS after the stack settles.
+"""Idle memory of the embedded default: `medialog dev` (the api and analytics, and its child
+process running the other roles) plus the services it starts (SeaweedFS, tansu, PostgreSQL),
+summed RSS after the stack settles.
 
     .venv/bin/python bench/memory.py [--settle 20]
 
@@ -18,42 +19,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from proctree import cmdline, rss_kb, stack_pids
+
 BUDGET_MB = 1536
-
-
-def rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    seen, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid not in seen:
-            seen.add(pid)
-            todo.extend(children.get(pid, []))
-    return seen
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:60]
-    except OSError:
-        return "?"
 
 
 def main() -> int:
@@ -81,18 +49,14 @@ def main() -> int:
             print("stack not ready", file=sys.stderr)
             return 1
         time.sleep(args.settle)
-        pids = descendants(proc.pid)
-        pg_pid = (data / "postgres" / "data" / "postmaster.pid")
-        pg_pids = set()
-        if pg_pid.exists():
-            pg_pids = descendants(int(pg_pid.read_text().split()[0]))
+        pids = stack_pids(proc.pid, data)
         total = 0
-        for pid in sorted(pids | pg_pids):
+        for pid in sorted(pids):
             kb = rss_kb(pid)
             total += kb
             if kb > 10_000:
                 print(f"{kb / 1024:8.1f} MB  {cmdline(pid)}")
-        print(f"{total / 1024:8.1f} MB  total ({len(pids | pg_pids)} processes); "
+        print(f"{total / 1024:8.1f} MB  total ({len(pids)} processes); "
               f"budget {BUDGET_MB} MB: {'MET' if total / 1024 < BUDGET_MB else 'EXCEEDED'}")
         return 0 if total / 1024 < BUDGET_MB else 1
     finally:
