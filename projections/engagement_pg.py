@@ -39,7 +39,6 @@ from projections.engagement_fold import (
     LikeWrite,
     Part,
     SessionKey,
-    Touched,
     decoding,
     fold_likes,
     fold_views,
@@ -96,8 +95,8 @@ class EngagementProjection:
     """The live projection (a ``runner.Projection``): per batch, one transaction takes the gate
     (``GATE_LOCK`` shared: a rebuild holds it alone, so batches wait while one runs and a
     rebuild waits for the batch in flight), locks the stored offsets (the batch is decoded
-    meanwhile), folds the records past them and writes
-    sessions, likes, counters and the new offsets in one statement.
+    meanwhile), folds the records past them and writes sessions, likes, counters and the new
+    offsets in one statement.
 
     **Row cache.** The sessions and likes rows it commits are kept (``PartitionCache``): a
     batch reads back only the rows the cache cannot vouch for — those it never wrote, or of a
@@ -128,7 +127,8 @@ class EngagementProjection:
                 t = touched(decoding(batch, stored))  # re-delivered records: skip them
             for position in t.undecodable:
                 log.error("projection %s: skipping undecodable record at %s", NAME, position)
-            states, current, missing, missing_likes = self._cached(t)
+            states, missing = self._sessions.split(t.session_part)
+            current, missing_likes = self._likes.split(t.like_part)
             deltas: defaultdict[str, Delta] = defaultdict(Delta)
             fold = partial(fold_views, self.rule, t.views, t.signed_in, states, deltas)
             if missing or missing_likes:  # read them while folding the sessions known
@@ -146,28 +146,6 @@ class EngagementProjection:
         self._likes.commit(versions, ((p, k, current.get(k, UNLIKED))
                                       for k, p in t.like_part.items()))
         return t.decoded
-
-    def _cached(self, t: Touched) -> tuple[dict[SessionKey, SessionState], dict[str, LikeRow],
-                                            list[SessionKey], list[str]]:
-        """The touched rows the cache vouches for; the keys of the others."""
-        states: dict[SessionKey, SessionState] = {}
-        current: dict[str, LikeRow] = {}
-        sessions, likes = self._sessions, self._likes
-        missing = []
-        for key, part in t.session_part.items():
-            state = sessions.get(part, key)
-            if state is None:
-                missing.append(key)
-            else:
-                states[key] = state
-        missing_likes = []
-        for like_key, part in t.like_part.items():
-            row = likes.get(part, like_key)
-            if row is None:
-                missing_likes.append(like_key)
-            else:
-                current[like_key] = row
-        return states, current, missing, missing_likes
 
 
 _READ = (  # one round trip: the touched sessions (kind 's') and likes rows (kind 'l')

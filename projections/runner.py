@@ -62,7 +62,7 @@ class PartitionCache(Generic[K, V]):
     under lock (any other version — another worker, a rebuild, a passed-over record, a commit
     whose outcome was lost — forgets the partition), reads what ``get`` does not answer and,
     only once it has committed, ``commit``s its rows with the new versions. At most ``max_rows``
-    rows are kept, the earliest remembered forgotten first."""
+    rows are kept, the least recently committed forgotten first."""
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
@@ -82,6 +82,19 @@ class PartitionCache(Generic[K, V]):
         mine, row = self._parts.get(part), self._rows.get(key)
         return row[1] if mine is not None and row is not None and row[0] == mine[1] else None
 
+    def split(self, keys: Mapping[K, tuple[str, int]]) -> tuple[dict[K, V], list[K]]:
+        """For ``keys`` (each with the partition of its records): the rows still valid, and the
+        keys of the others (to read)."""
+        known: dict[K, V] = {}
+        missing: list[K] = []
+        for key, part in keys.items():
+            value = self.get(part, key)
+            if value is None:
+                missing.append(key)
+            else:
+                known[key] = value
+        return known, missing
+
     def commit(self, versions: Mapping[tuple[str, int], str],
                rows: Iterable[tuple[tuple[str, int], K, V]]) -> None:
         """After the commit that left ``versions``: remember ``rows`` (partition, key, value);
@@ -92,9 +105,11 @@ class PartitionCache(Generic[K, V]):
             epochs[part] = next(self._epochs) if mine is None else mine[1]
             self._parts[part] = (version, epochs[part])
         table = self._rows
-        table.update((key, (epochs[part], value)) for part, key, value in rows)
+        for part, key, value in rows:
+            table.pop(key, None)  # to the end: the least recently committed go first
+            table[key] = (epochs[part], value)
         for key in list(itertools.islice(table, max(0, len(table) - self.max_rows))):
-            del table[key]  # the earliest remembered first
+            del table[key]
 
 
 async def overlapped(query: Awaitable[T], work: Callable[[], U]) -> tuple[T, U]:

@@ -70,11 +70,19 @@ def test_a_batch_that_did_not_commit_changes_nothing():
     assert c.get(VIEWS_0, "a") == 1
 
 
-def test_the_earliest_remembered_rows_go_first_beyond_the_bound():
+def test_the_least_recently_committed_rows_go_first_beyond_the_bound():
     c = cache(max_rows=2)
     c.commit({VIEWS_0: "1"}, [(VIEWS_0, "a", 1), (VIEWS_0, "b", 1)])
-    c.commit({VIEWS_0: "2"}, [(VIEWS_0, "c", 1)])
-    assert [c.get(VIEWS_0, k) for k in "abc"] == [None, 1, 1]
+    c.commit({VIEWS_0: "2"}, [(VIEWS_0, "a", 2)])  # a again: b is now the oldest
+    c.commit({VIEWS_0: "3"}, [(VIEWS_0, "c", 1)])
+    assert [c.get(VIEWS_0, k) for k in "abc"] == [2, None, 1]
+
+
+def test_split_gives_the_rows_still_valid_and_the_keys_to_read():
+    c = cache()
+    c.commit({VIEWS_0: "100", VIEWS_1: "100"}, [(VIEWS_0, "a", 1), (VIEWS_1, "b", 2)])
+    c.check({VIEWS_0: Stored(9, "100"), VIEWS_1: Stored(4, "120")})
+    assert c.split({"a": VIEWS_0, "b": VIEWS_1, "c": VIEWS_0}) == ({"a": 1}, ["b", "c"])
 
 
 def test_tops_are_the_highest_offset_per_partition_sorted():
