@@ -42,7 +42,8 @@ class Delta:
 class Touched:
     """A batch's records by key: each session's view reports in log order (and whether its
     viewer is signed in), the like events, each key's partition; per partition, the lowest and
-    highest offset; how many records decoded and which did not."""
+    highest offset and the time of the newest view report; how many records decoded and which
+    did not."""
 
     views: dict[SessionKey, list[Report]] = field(default_factory=dict)
     signed_in: dict[SessionKey, bool] = field(default_factory=dict)
@@ -51,6 +52,7 @@ class Touched:
     like_part: dict[str, Part] = field(default_factory=dict)
     first: dict[Part, int] = field(default_factory=dict)
     top: dict[Part, int] = field(default_factory=dict)
+    newest: dict[Part, datetime] = field(default_factory=dict)
     decoded: int = 0
     undecodable: list[Position] = field(default_factory=list)
 
@@ -80,6 +82,8 @@ def touched(records: Iterable[tuple[Position, CloudEvent | None, DomainEvent | N
                 views[key].append(report)
             else:
                 views[key], signed_in[key], session_part[key] = [report], p.signed_in, part
+            if part not in t.newest or event.time > t.newest[part]:
+                t.newest[part] = event.time
         elif isinstance(p, Liked | Unliked):
             t.likes.append((event, p))
             t.like_part[engagement_key(p.asset_id, p.user_id)] = part

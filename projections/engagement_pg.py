@@ -19,8 +19,10 @@ its next batches need not read them back; the rebuild (``projections.engagement_
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import partial
 from operator import itemgetter
 
@@ -64,6 +66,7 @@ BATCH_MAX, BATCH_WITHIN_S = 2000, 0.2
 # report ids weighs ~1.5 KB; players report every few seconds, so at 2,000 reports/s about
 # 10k sessions are live at once.
 MAX_CACHED_ROWS = 20_000
+PRUNE_EVERY_S = 60.0  # per partition: how often spent sessions are deleted
 _GATE = f"SELECT pg_advisory_xact_lock_shared({GATE_LOCK})"
 
 
@@ -86,7 +89,7 @@ def make_apply(rule: ViewRule) -> Apply:
         deltas: defaultdict[str, Delta] = defaultdict(Delta)
         sessions = fold_views(rule, t.views, t.signed_in, states, deltas, sorted(t.views))
         liked = fold_likes(t.likes, current, deltas)
-        await _write(conn, sessions, liked, deltas, {})
+        await _write(conn, sessions, t.session_part, liked, deltas, {})
 
     return apply
 
@@ -103,12 +106,23 @@ class EngagementProjection:
     partition that someone else has applied records of since (another worker after a
     rebalance, a rebuild, a passed-over record) — and folds the others while that read is on
     its way. A new projection starts cold and reads. Keys are partition-local (views keyed by
-    asset, likes by engagement key), as the fold already requires."""
+    asset, likes by engagement key), as the fold already requires.
+
+    **Pruning.** At most every ``prune_every_s`` per partition, the batch also deletes that
+    partition's sessions whose window started ``window_s + keep_s`` before the newest report it
+    applies there (log time: catching up on old reports never deletes a session that a later
+    report of the same replay continues; the rebuild, through ``make_apply``, does not prune). A
+    later report of such a session would open a new window anyway; only a duplicate of one of
+    its reports re-published that late would count again."""
 
     name = NAME
 
-    def __init__(self, rule: ViewRule, *, max_rows: int = MAX_CACHED_ROWS) -> None:
+    def __init__(self, rule: ViewRule, *, keep_s: float = 86400.0,
+                 prune_every_s: float = PRUNE_EVERY_S, max_rows: int = MAX_CACHED_ROWS) -> None:
         self.rule = rule
+        self.spent_after = timedelta(seconds=rule.window_s + keep_s)
+        self.prune_every_s = prune_every_s
+        self._pruned_at: dict[Part, float] = {}
         self._sessions: PartitionCache[SessionKey, SessionState] = PartitionCache(max_rows)
         self._likes: PartitionCache[str, LikeRow] = PartitionCache(max_rows)
 
@@ -140,12 +154,28 @@ class EngagementProjection:
             else:
                 changed = fold(t.views)
             liked = fold_likes(t.likes, current, deltas)
-            versions = await _write(conn, sorted(changed, key=itemgetter(0)), liked, deltas,
-                                    dict(sorted(t.top.items())))
+            pruned = await self._prune(conn, t.newest)
+            versions = await _write(conn, sorted(changed, key=itemgetter(0)), t.session_part,
+                                    liked, deltas, dict(sorted(t.top.items())))
         self._sessions.commit(versions, ((p, k, states[k]) for k, p in t.session_part.items()))
         self._likes.commit(versions, ((p, k, current.get(k, UNLIKED))
                                       for k, p in t.like_part.items()))
+        now = time.monotonic()
+        for part, cutoff in pruned.items():
+            self._pruned_at[part] = now
+            self._sessions.forget(part, partial(_spent, cutoff))
         return t.decoded
+
+    async def _prune(self, conn: asyncpg.Connection, newest: Mapping[Part, datetime]
+                     ) -> dict[Part, datetime]:
+        """Delete the spent sessions of the partitions due; their cutoffs."""
+        now = time.monotonic()
+        due = {part: at - self.spent_after for part, at in sorted(newest.items())
+               if now - self._pruned_at.get(part, -self.prune_every_s) >= self.prune_every_s}
+        if due:
+            await conn.execute(_PRUNE, [t for t, _ in due], [p for _, p in due],
+                               list(due.values()))
+        return due
 
 
 _READ = (  # one round trip: the touched sessions (kind 's') and likes rows (kind 'l')
@@ -177,16 +207,28 @@ async def _read(
     return states, current
 
 
+def _spent(cutoff: datetime, state: SessionState) -> bool:
+    return state.window_start is not None and state.window_start < cutoff
+
+
+_PRUNE = (
+    "DELETE FROM view_sessions v USING unnest($1::text[], $2::int[], $3::timestamptz[]) "
+    "AS c(topic, partition, cutoff) "
+    "WHERE v.topic = c.topic AND v.partition = c.partition AND v.window_start < c.cutoff"
+)
 _WRITE = (  # one statement; each part is a no-op on an empty array
     "WITH sessions AS (INSERT INTO view_sessions AS s (asset_id, viewer_key, session_id, "
-    "signed_in, window_start, watched_ms, counted_at, reports, views, recent_ids) "
+    "signed_in, window_start, watched_ms, counted_at, reports, views, recent_ids, topic, "
+    "partition) "
     "SELECT r->>0, r->>1, r->>2, (r->>3)::boolean, (r->>4)::timestamptz, (r->>5)::bigint, "
     "(r->>6)::timestamptz, (r->>7)::integer, (r->>8)::integer, "
-    "ARRAY(SELECT jsonb_array_elements_text(r->9)) FROM jsonb_array_elements($1::jsonb) AS r "
+    "ARRAY(SELECT jsonb_array_elements_text(r->9)), r->>10, (r->>11)::integer "
+    "FROM jsonb_array_elements($1::jsonb) AS r "
     "ON CONFLICT (asset_id, viewer_key, session_id) DO UPDATE SET "
     "window_start = EXCLUDED.window_start, watched_ms = EXCLUDED.watched_ms, "
     "counted_at = EXCLUDED.counted_at, reports = EXCLUDED.reports, views = EXCLUDED.views, "
-    "recent_ids = EXCLUDED.recent_ids, updated_at = now()), "
+    "recent_ids = EXCLUDED.recent_ids, topic = EXCLUDED.topic, "
+    "partition = EXCLUDED.partition, updated_at = now()), "
     "likes AS (INSERT INTO likes (engagement_key, asset_id, user_id, liked, version, liked_at, "
     "updated_at) SELECT r->>0, r->>1, r->>2, (r->>3)::boolean, (r->>4)::integer, "
     "(r->>5)::timestamptz, (r->>6)::timestamptz FROM jsonb_array_elements($2::jsonb) AS r "
@@ -208,7 +250,7 @@ _WRITE = (  # one statement; each part is a no-op on an empty array
 
 async def _write(
     conn: asyncpg.Connection, sessions: Sequence[tuple[SessionKey, bool, SessionState]],
-    likes: Sequence[tuple[str, LikeWrite]],
+    parts: Mapping[SessionKey, Part], likes: Sequence[tuple[str, LikeWrite]],
     deltas: dict[str, Delta], top: Mapping[Part, int],
 ) -> dict[Part, str]:
     """Write the rows (each kind sorted by key: concurrent workers lock them in the same order)
@@ -221,7 +263,7 @@ async def _write(
     rows = await conn.fetch(
         _WRITE,
         to_json([(*k, si, s.window_start, s.watched_ms, s.counted_at, s.reports, s.views,
-                  s.recent_ids) for k, si, s in sessions]).decode(),
+                  s.recent_ids, *parts[k]) for k, si, s in sessions]).decode(),
         to_json([(k, *v) for k, v in likes]).decode(),
         to_json([(a, d.views, d.likes, d.watched_ms) for a, d in stats]).decode(),
         NOTIFY_CHANNEL, bool(likes), NAME, [t for t, _ in top], [p for _, p in top],
@@ -232,7 +274,7 @@ async def _write(
 
 def register(app: faust.App, deps: StreamDeps) -> None:
     s = deps.settings
-    projection = EngagementProjection(rule_of(s))
+    projection = EngagementProjection(rule_of(s), keep_s=s.view_sessions_keep_s)
     topic = app.topic(*(s.topic(t) for t in TOPICS), key_type=bytes, value_type=bytes,
                       key_serializer="raw", value_serializer="raw")
 

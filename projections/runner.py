@@ -95,6 +95,15 @@ class PartitionCache(Generic[K, V]):
                 known[key] = value
         return known, missing
 
+    def forget(self, part: tuple[str, int], stale: Callable[[V], bool]) -> None:
+        """Drop the rows committed from ``part`` that are ``stale`` (e.g. deleted since)."""
+        mine = self._parts.get(part)
+        if mine is None:
+            return
+        for key in [k for k, (epoch, value) in self._rows.items()
+                    if epoch == mine[1] and stale(value)]:
+            del self._rows[key]
+
     def commit(self, versions: Mapping[tuple[str, int], str],
                rows: Iterable[tuple[tuple[str, int], K, V]]) -> None:
         """After the commit that left ``versions``: remember ``rows`` (partition, key, value);

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     viewer_salt: SecretStr = SecretStr("")  # names anonymous viewers; required by the api role
     view_threshold_s: float = Field(default=10.0, gt=0)  # watch time that makes a view
     view_window_s: int = Field(default=3600, ge=1)  # a session's view counts once per window
+    view_sessions_keep_s: int = Field(default=86400, ge=0)  # kept this long after its window
 
     # -- ffmpeg ------------------------------------------------------------------------------
     ffmpeg_bin: str = "ffmpeg"

@@ -302,6 +302,46 @@ async def test_the_row_cache_yields_to_whoever_applied_records_since(stack, pg):
         await forget(pg, asset, [views, likes])  # the rebuild test compares every row
 
 
+async def test_spent_sessions_are_pruned_by_log_time_and_counts_stay(stack, pg):
+    """Sessions whose window ended ``keep_s`` before the newest report of their partition are
+    deleted (and forgotten by the row cache); the counters do not move, and a later report of a
+    pruned session opens a new window, as it would have anyway. Private topic, 2025 times."""
+    rule = rule_of(stack.settings())
+    views = f"test.views.{uuid.uuid4().hex[:8]}"
+    asset, t0, keep = str(uuid.uuid4()), datetime(2025, 3, 1, tzinfo=UTC), 600
+    spent = timedelta(seconds=rule.window_s + keep)
+
+    def report(offset: int, session: str, at: datetime, watched: float) -> tuple[Position, bytes]:
+        return Position(views, 0, offset), encode_event(make_event(
+            ViewReported(asset_id=asset, owner_id="creator1", viewer_key="v", signed_in=False,
+                         session_id=session, watch_seconds=watched, duration_s=120.0),
+            subject=asset, event_id=str(uuid.uuid4()), time=at, sequence=None))
+
+    async def sessions() -> dict[str, int]:
+        rows = await pg.fetch("SELECT session_id, reports FROM view_sessions WHERE asset_id = $1",
+                              asset)
+        return {r["session_id"]: r["reports"] for r in rows}
+
+    pool = await asyncpg.create_pool(stack.settings().postgres_dsn.get_secret_value(),
+                                     min_size=1, max_size=2)
+    try:
+        live = EngagementProjection(rule, keep_s=keep, prune_every_s=0)
+        await live.apply_batch(pool, [report(0, "a", t0, 12.0), report(1, "b", t0, 3.0)])
+        await live.apply_batch(pool, [report(2, "c", t0 + spent, 3.0)])  # a, b: not yet spent
+        assert set(await sessions()) == {"a", "b", "c"}
+        await live.apply_batch(pool, [report(3, "c", t0 + spent + timedelta(seconds=1), 3.0)])
+        assert await sessions() == {"c": 2}
+        assert await stats_row(pg, asset) == {"view_count": 1, "like_count": 0,
+                                              "watch_seconds_total": Decimal(21)}
+        # a again, after its row went: a new window from nothing (the cache forgot it too)
+        await live.apply_batch(pool, [report(4, "a", t0 + spent + timedelta(seconds=2), 12.0)])
+        assert await sessions() == {"a": 1, "c": 2}
+        assert (await stats_row(pg, asset))["view_count"] == 2
+    finally:
+        await pool.close()
+        await forget(pg, asset, [views])
+
+
 async def forget(pg: Any, asset: str, topics: list[str]) -> None:
     """Delete the projection's rows of ``asset`` and its offsets on ``topics``."""
     await pg.execute("DELETE FROM consumer_offsets WHERE consumer = $1 AND topic = ANY($2)",

@@ -90,3 +90,12 @@ def test_tops_are_the_highest_offset_per_partition_sorted():
                  Position("s", 0, 2)]
     assert tops(positions) == {("s", 0): 2, ("t", 0): 7, ("t", 1): 5}
     assert list(tops(positions)) == [("s", 0), ("t", 0), ("t", 1)]
+
+
+def test_forget_drops_the_stale_rows_of_one_partition_only():
+    c = cache()
+    c.commit({VIEWS_0: "100", VIEWS_1: "100"},
+             [(VIEWS_0, "a", 1), (VIEWS_0, "b", 9), (VIEWS_1, "c", 1)])
+    c.forget(VIEWS_0, lambda value: value < 5)  # e.g. the sessions a prune deleted
+    c.check({VIEWS_0: Stored(9, "100"), VIEWS_1: Stored(4, "100")})
+    assert [c.get(VIEWS_0, "a"), c.get(VIEWS_0, "b"), c.get(VIEWS_1, "c")] == [None, 9, 1]
