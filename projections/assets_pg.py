@@ -18,6 +18,7 @@ import asyncpg
 import faust
 
 from medialog.domain import events as e
+from medialog.domain.asset import STATUS_AFTER
 from medialog.envelope import payload_json
 from medialog.outcomes import NOTIFY_CHANNEL
 from projections.runner import Record, apply_or_skip, events_of
@@ -33,34 +34,35 @@ _MERGE_RENDITIONS = (
 
 
 def _update(p: Any) -> tuple[str, list[Any]] | None:
-    """``SET`` clause and its arguments for one event (arguments start at $4)."""
+    """``SET`` clause and its arguments for one event (arguments start at $5; the status it
+    leaves the asset in, ``domain.asset.STATUS_AFTER``, is set by the caller)."""
     if isinstance(p, e.UploadCompleted):
-        return "status = 'uploaded', size_bytes = $4", [p.size_bytes]
+        return "size_bytes = $5", [p.size_bytes]
     if isinstance(p, e.UploadExpired):
-        return "status = 'expired'", []
+        return "", []
     if isinstance(p, e.Promoted):
-        return "status = 'promoted', master_key = $4", [p.master_key]
+        return "master_key = $5", [p.master_key]
     if isinstance(p, e.TranscodeRequested):
         job = {"job_id": p.job_id, "rungs": p.rungs, "attempt": 0, "done": [], "state": "queued"}
-        return "transcode = $4::jsonb", [json.dumps(job)]
+        return "transcode = $5::jsonb", [json.dumps(job)]
     if isinstance(p, e.TranscodeStarted):
         job = {"job_id": p.job_id, "rungs": p.rungs, "attempt": p.attempt, "done": [],
                "state": "running"}
-        return "status = 'processing', transcode = $4::jsonb, failure = NULL", [json.dumps(job)]
+        return "transcode = $5::jsonb, failure = NULL", [json.dumps(job)]
     if isinstance(p, e.RenditionCompleted):
         new = json.dumps([asdict(p.rendition)])
         return (
-            "renditions = " + _MERGE_RENDITIONS.format(new="$4::jsonb") + ", transcode = "
+            "renditions = " + _MERGE_RENDITIONS.format(new="$5::jsonb") + ", transcode = "
             "jsonb_set(coalesce(transcode, '{}'::jsonb), '{done}', "
-            "coalesce(transcode->'done', '[]'::jsonb) || to_jsonb($5::text))",
+            "coalesce(transcode->'done', '[]'::jsonb) || to_jsonb($6::text))",
             [new, p.rendition.name],
         )
     if isinstance(p, e.TranscodeCompleted):
         new = json.dumps([asdict(r) for r in p.renditions])
         return (
-            "status = 'ready', renditions = " + _MERGE_RENDITIONS.format(new="$4::jsonb")
-            + ", master_playlist_key = $5, thumbnail_key = $6, duration_s = $7, width = $8, "
-            "height = $9, probe = $10::jsonb, failure = NULL, "
+            "renditions = " + _MERGE_RENDITIONS.format(new="$5::jsonb")
+            + ", master_playlist_key = $6, thumbnail_key = $7, duration_s = $8, width = $9, "
+            "height = $10, probe = $11::jsonb, failure = NULL, "
             "transcode = jsonb_set(coalesce(transcode, '{}'::jsonb), '{state}', '\"done\"')",
             [new, p.master_playlist_key, p.thumbnail_key, p.duration_s, p.width, p.height,
              json.dumps(p.probe)],
@@ -68,19 +70,19 @@ def _update(p: Any) -> tuple[str, list[Any]] | None:
     if isinstance(p, e.TranscodeFailed):
         failure = {"job_id": p.job_id, "reason": p.reason, "rung": p.rung, "attempts": p.attempts}
         return (
-            "status = 'failed', failure = $4::jsonb, "
+            "failure = $5::jsonb, "
             "transcode = jsonb_set(coalesce(transcode, '{}'::jsonb), '{state}', '\"failed\"')",
             [json.dumps(failure)],
         )
     if isinstance(p, e.MetadataUpdated):
         return (
-            "title = coalesce($4, title), description = coalesce($5, description), "
-            "tags = coalesce($6, tags), category = coalesce($7, category), "
-            "visibility = coalesce($8, visibility)",
+            "title = coalesce($5, title), description = coalesce($6, description), "
+            "tags = coalesce($7, tags), category = coalesce($8, category), "
+            "visibility = coalesce($9, visibility)",
             [p.title, p.description, p.tags, p.category, p.visibility],
         )
     if isinstance(p, e.AssetDeleted):
-        return "status = 'deleted', deleted_at = $3", []
+        return "deleted_at = $3", []
     return None
 
 
@@ -94,10 +96,10 @@ async def _apply_one(conn: asyncpg.Connection, r: Record) -> bool:
         status = await conn.execute(
             "INSERT INTO assets (asset_id, version, owner_id, status, kind, filename, "
             "content_type, size_bytes, title, staging_key, upload_expires_at, visibility, "
-            "created_at, updated_at) VALUES ($1, 1, $2, 'awaiting_upload', $3, $4, $5, $6, $7, "
+            "created_at, updated_at) VALUES ($1, 1, $2, $12, $3, $4, $5, $6, $7, "
             "$8, $9, $10, $11, $11) ON CONFLICT (asset_id) DO NOTHING",
             p.asset_id, p.owner_id, p.kind, p.filename, p.content_type, p.size_bytes, p.title,
-            p.staging_key, p.upload_expires_at, p.visibility, ev.time,
+            p.staging_key, p.upload_expires_at, p.visibility, ev.time, STATUS_AFTER[ev.type],
         )
         applied = bool(status.endswith(" 1"))
     else:
@@ -106,9 +108,9 @@ async def _apply_one(conn: asyncpg.Connection, r: Record) -> bool:
             return False
         clause, args = update
         status = await conn.execute(
-            f"UPDATE assets SET {clause}, version = $2, updated_at = $3 "
-            "WHERE asset_id = $1 AND version = $2 - 1",
-            ev.subject, seq, ev.time, *args,
+            f"UPDATE assets SET {clause + ', ' if clause else ''}status = coalesce($4, status), "
+            "version = $2, updated_at = $3 WHERE asset_id = $1 AND version = $2 - 1",
+            ev.subject, seq, ev.time, STATUS_AFTER.get(ev.type), *args,
         )
         applied = bool(status.endswith(" 1"))
         if not applied:

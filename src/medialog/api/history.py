@@ -18,6 +18,7 @@ from aiohttp import web
 from medialog.api import keys, queries
 from medialog.api.assets import owned_asset, readable_asset, viewer_of
 from medialog.api.requests import optional_principal, principal
+from medialog.domain.asset import STATUS_AFTER, TERMINAL
 from medialog.domain.errors import ValidationError
 from medialog.timefmt import iso
 
@@ -25,18 +26,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0
 MAX_STREAM_S = 600.0
-TERMINAL = frozenset({"ready", "failed", "deleted", "expired"})
-# event type → the status it leaves the asset in (the others leave it as it was)
-STATUS_AFTER: dict[str, str] = {
-    "medialog.asset.upload_requested": "awaiting_upload",
-    "medialog.asset.upload_completed": "uploaded",
-    "medialog.asset.upload_expired": "expired",
-    "medialog.asset.promoted": "promoted",
-    "medialog.asset.transcode_started": "processing",
-    "medialog.asset.transcode_completed": "ready",
-    "medialog.asset.transcode_failed": "failed",
-    "medialog.asset.deleted": "deleted",
-}
 
 
 def _history_params(request: web.Request) -> tuple[int, int]:

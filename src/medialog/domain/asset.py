@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import singledispatch
+from types import MappingProxyType
 from typing import Any
 
 from medialog.domain import commands as c
@@ -34,6 +36,19 @@ class AssetStatus(StrEnum):
 
 S = AssetStatus
 GONE = frozenset({S.DELETED, S.EXPIRED})
+TERMINAL = frozenset({S.READY, S.FAILED, S.DELETED, S.EXPIRED})  # until a command moves it on
+# The status each event type leaves an asset in; the other events keep it. ``evolve`` applies
+# it, and the read models (``projections.assets_pg``, the status stream) take it from here.
+STATUS_AFTER: Mapping[str, AssetStatus] = MappingProxyType({
+    e.UploadRequested.TYPE: S.AWAITING_UPLOAD,
+    e.UploadCompleted.TYPE: S.UPLOADED,
+    e.UploadExpired.TYPE: S.EXPIRED,
+    e.Promoted.TYPE: S.PROMOTED,
+    e.TranscodeStarted.TYPE: S.PROCESSING,
+    e.TranscodeCompleted.TYPE: S.READY,
+    e.TranscodeFailed.TYPE: S.FAILED,
+    e.AssetDeleted.TYPE: S.DELETED,
+})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,7 +256,7 @@ def evolve(event: Any, asset: Asset) -> Asset:
 @evolve.register
 def _(ev: e.UploadRequested, asset: Asset) -> Asset:
     return replace(
-        asset, status=S.AWAITING_UPLOAD, owner_id=ev.owner_id, kind=ev.kind,
+        asset, status=STATUS_AFTER[ev.TYPE], owner_id=ev.owner_id, kind=ev.kind,
         content_type=ev.content_type, size_bytes=ev.size_bytes, staging_key=ev.staging_key,
         upload_expires_at=ev.upload_expires_at, title=ev.title, visibility=ev.visibility,
     )
@@ -249,17 +264,17 @@ def _(ev: e.UploadRequested, asset: Asset) -> Asset:
 
 @evolve.register
 def _(ev: e.UploadCompleted, asset: Asset) -> Asset:
-    return replace(asset, status=S.UPLOADED, size_bytes=ev.size_bytes)
+    return replace(asset, status=STATUS_AFTER[ev.TYPE], size_bytes=ev.size_bytes)
 
 
 @evolve.register
 def _(ev: e.UploadExpired, asset: Asset) -> Asset:
-    return replace(asset, status=S.EXPIRED)
+    return replace(asset, status=STATUS_AFTER[ev.TYPE])
 
 
 @evolve.register
 def _(ev: e.Promoted, asset: Asset) -> Asset:
-    return replace(asset, status=S.PROMOTED, master_key=ev.master_key)
+    return replace(asset, status=STATUS_AFTER[ev.TYPE], master_key=ev.master_key)
 
 
 @evolve.register
@@ -269,7 +284,8 @@ def _(ev: e.TranscodeRequested, asset: Asset) -> Asset:
 
 @evolve.register
 def _(ev: e.TranscodeStarted, asset: Asset) -> Asset:
-    return replace(asset, status=S.PROCESSING, job_id=ev.job_id, job_rungs=tuple(ev.rungs))
+    return replace(asset, status=STATUS_AFTER[ev.TYPE], job_id=ev.job_id,
+                   job_rungs=tuple(ev.rungs))
 
 
 @evolve.register
@@ -280,12 +296,12 @@ def _(ev: e.RenditionCompleted, asset: Asset) -> Asset:
 @evolve.register
 def _(ev: e.TranscodeCompleted, asset: Asset) -> Asset:
     names = tuple(dict.fromkeys((*asset.done_rungs, *(r.name for r in ev.renditions))))
-    return replace(asset, status=S.READY, done_rungs=names)
+    return replace(asset, status=STATUS_AFTER[ev.TYPE], done_rungs=names)
 
 
 @evolve.register
 def _(ev: e.TranscodeFailed, asset: Asset) -> Asset:
-    return replace(asset, status=S.FAILED)
+    return replace(asset, status=STATUS_AFTER[ev.TYPE])
 
 
 @evolve.register
@@ -302,7 +318,7 @@ def _(ev: e.MetadataUpdated, asset: Asset) -> Asset:
 
 @evolve.register
 def _(ev: e.AssetDeleted, asset: Asset) -> Asset:
-    return replace(asset, status=S.DELETED)
+    return replace(asset, status=STATUS_AFTER[ev.TYPE])
 
 
 def fold(asset: Asset, events: list[Any]) -> Asset:
