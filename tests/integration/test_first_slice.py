@@ -173,6 +173,35 @@ async def test_idempotency_key_makes_a_retry_the_same_command(http, stack):
         assert (await r.json())["version"] == 1  # one event, not two
 
 
+async def test_an_idempotency_key_reused_for_another_request_is_refused(http, stack):
+    """The key is bound to its first request: the same body (keys in another order) is a
+    retry; another body under the same key is a 422 and sends nothing."""
+    key = f"reuse-{uuid.uuid4()}"
+    headers = auth(stack.token("erin", "creator"), **{"Idempotency-Key": key, "Prefer": "wait=20"})
+    url = f"{stack.base_url}/v1/uploads"
+    first = {"filename": "a.mp3", "content_type": "audio/mpeg", "size_bytes": 100}
+    async with http.post(url, json=first, headers=headers) as r:
+        assert r.status == 202
+        created = await r.json()
+    reordered = json.dumps(dict(reversed(list(first.items()))), indent=2)
+    async with http.post(url, data=reordered, headers=headers) as r:
+        assert r.status == 202 and (await r.json())["command_id"] == created["command_id"]
+    async with http.post(url, json={**first, "size_bytes": 200}, headers=headers) as r:
+        assert r.status == 422
+        assert (await r.json())["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    async with http.get(f"{stack.base_url}/v1/assets/{created['asset_id']}",
+                        headers=auth(stack.token("erin", "creator"))) as r:
+        asset = await r.json()
+    assert asset["version"] == 1 and asset["metadata"]["size_bytes"] == 100
+    # A request refused as bad input does not take its key: the corrected request may use it.
+    headers["Idempotency-Key"] = f"fixed-{uuid.uuid4()}"
+    async with http.post(url, json={**first, "content_type": "application/x-sh"},
+                         headers=headers) as r:
+        assert r.status == 400
+    async with http.post(url, json=first, headers=headers) as r:
+        assert r.status == 202 and (await r.json())["asset_id"] != created["asset_id"]
+
+
 @pytest.mark.parametrize(
     "headers_for, body, status, code",
     [

@@ -128,7 +128,7 @@ async def update_asset(request: web.Request) -> web.Response:
     who = await principal(request)
     row = await owned_asset(request, who, admin_ok=False)
     changes = validate_metadata_patch(await read_json(request))
-    cmd_id = command_id(request, who, f"metadata:{row['asset_id']}")
+    cmd_id = await command_id(request, who, f"metadata:{row['asset_id']}")
     now = datetime.now(UTC)
     command = UpdateMetadata(requested_by=who.user_id, is_admin=who.has_any(ADMIN), **changes)
     await send_command(request.app, "commands.asset", row["asset_id"], command,
@@ -141,7 +141,7 @@ async def delete_asset(request: web.Request) -> web.Response:
     deletion is on the log; the master is kept (retention)."""
     who = await principal(request)
     row = await owned_asset(request, who)
-    cmd_id = command_id(request, who, f"delete:{row['asset_id']}")
+    cmd_id = await command_id(request, who, f"delete:{row['asset_id']}")
     now = datetime.now(UTC)
     command = DeleteAsset(requested_by=who.user_id, is_admin=who.has_any(ADMIN))
     await send_command(request.app, "commands.asset", row["asset_id"], command,

@@ -107,7 +107,7 @@ async def _set_like(request: web.Request, like: bool) -> web.Response:
     key = engagement_key(asset.asset_id, who.user_id)
     cls = Like if like else Unlike
     command = cls(asset_id=asset.asset_id, user_id=who.user_id, owner_id=asset.owner_id)
-    cmd_id = command_id(request, who, f"{cls.TYPE}\0{asset.asset_id}")
+    cmd_id = await command_id(request, who, f"{cls.TYPE}\0{asset.asset_id}")
     meta = command_meta(request, who, cmd_id, datetime.now(UTC))
     await send_command(request.app, "commands.engagement", key, command, meta)
     body: dict[str, object] = {"asset_id": asset.asset_id, "liked": like, "command_id": cmd_id}

@@ -20,6 +20,7 @@ STATUS: dict[type[e.MedialogError], int] = {
     e.NotFound: 404,
     e.Conflict: 409,
     e.PayloadTooLarge: 413,
+    e.Unprocessable: 422,
     e.Unavailable: 503,
 }
 _HTTP_CODES = {404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -13,13 +14,20 @@ from aiohttp import web
 from medialog.api import keys
 from medialog.api.auth import Principal, bearer_token
 from medialog.domain.commands import CommandMeta
-from medialog.domain.errors import PayloadTooLarge, ValidationError
+from medialog.domain.errors import PayloadTooLarge, Unprocessable, ValidationError
 
 MAX_JSON_BYTES = 64 * 1024
 MAX_WAIT_S = 30.0
 _WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _NAMESPACE = uuid.UUID("0b6b3f1e-3c1e-4c0a-8f0e-7a0f4f5e2d11")
+_BODY = "medialog.json_body"  # request key: the parsed body, for the idempotency fingerprint
+_CLAIM = (  # one round trip: the fingerprint stored for the command id, this one if it is new
+    "WITH new AS (INSERT INTO idempotency_keys (command_id, fingerprint) VALUES ($1, $2) "
+    "ON CONFLICT DO NOTHING RETURNING fingerprint) "
+    "SELECT fingerprint FROM new UNION ALL "
+    "SELECT fingerprint FROM idempotency_keys WHERE command_id = $1 LIMIT 1"
+)
 
 
 async def read_json(request: web.Request) -> Any:
@@ -29,9 +37,11 @@ async def read_json(request: web.Request) -> Any:
     if len(raw) > MAX_JSON_BYTES:
         raise PayloadTooLarge(f"JSON body over {MAX_JSON_BYTES} bytes", code="BODY_TOO_LARGE")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError("body is not valid JSON", code="MALFORMED_JSON") from exc
+    request[_BODY] = body
+    return body
 
 
 async def principal(request: web.Request) -> Principal:
@@ -52,10 +62,23 @@ def prefer_wait(request: web.Request) -> float | None:
     return min(float(match.group(1)), MAX_WAIT_S) if match else None
 
 
-def command_id(request: web.Request, who: Principal, scope: str) -> str:
+async def command_id(request: web.Request, who: Principal, scope: str) -> str:
     """A fresh id, or — with an ``Idempotency-Key`` — the same id for the same caller and key,
-    so a retried request becomes the same command and the actor applies it once."""
-    return idempotent_id(request, who.user_id, scope)
+    so a retried request becomes the same command and the actor applies it once. The key is
+    bound to the first request that used it (method, path and JSON body, as parsed: spacing and
+    key order do not matter); the same key with another request raises ``Unprocessable``
+    (``IDEMPOTENCY_KEY_REUSED``) before anything is sent. Call it after reading the body."""
+    cmd_id = idempotent_id(request, who.user_id, scope)
+    if "Idempotency-Key" in request.headers:
+        fingerprint = hashlib.sha256(json.dumps(
+            [request.method, request.path, request.get(_BODY)], sort_keys=True,
+            separators=(",", ":")).encode()).hexdigest()
+        async with request.app[keys.PG].acquire() as conn:
+            stored = await conn.fetchval(_CLAIM, cmd_id, fingerprint)
+        if stored != fingerprint:
+            raise Unprocessable("this Idempotency-Key was used for another request; use a new "
+                                "key for a new request", code="IDEMPOTENCY_KEY_REUSED")
+    return cmd_id
 
 
 def idempotent_id(request: web.Request, caller: str, scope: str) -> str:

@@ -41,7 +41,7 @@ async def request_transcode(request: web.Request) -> web.Response:
     row = await owned_asset(request, who)
     only_failed = parse_body(await read_json(request) if request.body_exists else None)
     asset_id = row["asset_id"]
-    cmd_id = command_id(request, who, f"transcode:{asset_id}")
+    cmd_id = await command_id(request, who, f"transcode:{asset_id}")
     job_id = str(uuid.uuid5(_JOB_NAMESPACE, cmd_id))  # a retried request is the same job
     command = RequestTranscode(requested_by=who.user_id, is_admin=who.has_any(ADMIN),
                                job_id=job_id, only_failed=only_failed)

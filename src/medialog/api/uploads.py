@@ -27,7 +27,7 @@ async def create_upload(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     spec = validate_upload(await read_json(request), max_bytes=settings.upload_max_bytes)
 
-    cmd_id = command_id(request, who, "uploads")
+    cmd_id = await command_id(request, who, "uploads")
     # With an Idempotency-Key the asset id follows from the command id: a retry names the same asset.
     asset_id = str(uuid.uuid5(_ASSET_NAMESPACE, cmd_id))
     now = datetime.now(UTC)
@@ -73,7 +73,7 @@ async def complete_upload(request: web.Request) -> web.Response:
     row = await owned_asset(request, who)
     settings = request.app[keys.SETTINGS]
     asset_id = row["asset_id"]
-    cmd_id = command_id(request, who, f"complete:{asset_id}")
+    cmd_id = await command_id(request, who, f"complete:{asset_id}")
     now = datetime.now(UTC)
     command = CompleteUpload(
         requested_by=who.user_id,

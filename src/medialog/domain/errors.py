@@ -47,6 +47,13 @@ class Conflict(MedialogError):
     code = "CONFLICT"
 
 
+class Unprocessable(MedialogError):
+    """Well-formed, but not something this request may do (e.g. an idempotency key reused for
+    another request)."""
+
+    code = "UNPROCESSABLE"
+
+
 class PayloadTooLarge(MedialogError):
     code = "PAYLOAD_TOO_LARGE"
 
