@@ -4,7 +4,13 @@ For one command (delivered in key order on its partition): skip it if its offset
 id was already handled; load the aggregate's snapshot; decide; publish the events with
 deterministic ids and per-aggregate sequence numbers and wait for acks=all; then store the new
 snapshot, the outcome and the offset in ONE PostgreSQL transaction. A crash between publish and
-commit re-emits identical events (same ids, same sequences), which readers recognise."""
+commit re-emits identical events (same ids, same sequences), which readers recognise.
+
+Deciding is pure, so a re-handled command decides the same again, except when the command was
+``prepare``d with what the actor observed outside the log (S3), which may have changed since.
+Those decisions are stored (``actor_decisions``) before their events are published, and a
+re-handled command publishes the stored events again instead of deciding anew; the commit
+deletes the stored decision."""
 
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ from pydantic import TypeAdapter
 
 from medialog import outcomes, tracking
 from medialog.domain.errors import MedialogError
-from medialog.envelope import decode_command, encode_event, event_id, make_event
+from medialog.envelope import (
+    CommandEnvelope, decode_command, encode_event, event_id, make_event,
+)
 from medialog.tracking import Position
 
 if TYPE_CHECKING:
@@ -77,33 +85,16 @@ async def handle_command(
             spec.name,
             envelope.aggregate_id,
         )
-    state = adapter.validate_json(row["state"]) if row else spec.initial(envelope.aggregate_id)
-    if spec.prepare is not None:
-        command = await spec.prepare(state, command)
+        decision = None if spec.prepare is None else await _stored_decision(spec, conn, envelope.id)
+    if decision is None:
+        state = adapter.validate_json(row["state"]) if row else spec.initial(envelope.aggregate_id)
+        decision = await _decide(spec, pool, envelope, command, state)
+    if decision.events:
+        await publish(spec.events_topic, envelope.aggregate_id, decision.events)
 
-    error: MedialogError | None = None
-    try:
-        payloads = spec.decide(state, command)
-    except MedialogError as exc:
-        payloads, error = [], exc
-    base = spec.version(state)
-    events = [
-        make_event(
-            p,
-            subject=spec.subject(envelope.aggregate_id),
-            event_id=event_id(envelope.id, i),
-            time=envelope.issued_at,
-            sequence=base + i + 1,
-            meta=envelope.meta,
-        )
-        for i, p in enumerate(payloads)
-    ]
-    if events:
-        await publish(spec.events_topic, envelope.aggregate_id, [encode_event(e) for e in events])
-    new_state = spec.fold(state, payloads)
-
+    new_state, error = decision.state, decision.error
     async with pool.acquire() as conn, conn.transaction():
-        if events:
+        if decision.events:
             await conn.execute(
                 "INSERT INTO actor_snapshots (actor, aggregate_id, version, state) "
                 "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (actor, aggregate_id) DO UPDATE "
@@ -121,13 +112,72 @@ async def handle_command(
             command_type=envelope.type,
             actor_id=envelope.actor_id,
             version=spec.version(new_state) if error is None else None,
-            event_ids=[e.id for e in events],
+            event_ids=decision.event_ids,
             error_code=error.code if error else None,
             error_message=error.message if error else None,
             error_class=type(error).__name__ if error else None,
             error_details=error.details if error else None,
         )
+        if decision.stored:
+            await conn.execute("DELETE FROM actor_decisions WHERE command_id = $1", envelope.id)
         await tracking.advance(conn, consumer, [position])
+
+
+@dataclass(frozen=True)
+class _Decision(Generic[S]):
+    """What handling a command publishes and stores: its encoded events (and their ids), the
+    state after them, the refusal if it was refused, and whether it is in ``actor_decisions``."""
+
+    events: list[bytes]
+    event_ids: list[str]
+    state: S
+    error: MedialogError | None = None
+    stored: bool = False
+
+
+async def _decide(
+    spec: ActorSpec[S], pool: asyncpg.Pool, envelope: CommandEnvelope, command: Any, state: S
+) -> _Decision[S]:
+    """Prepare (observe), decide and fold; a prepared decision with events is stored before it
+    is published (the first one stored wins, should two handlers race)."""
+    if spec.prepare is not None:
+        command = await spec.prepare(state, command)
+    try:
+        payloads = spec.decide(state, command)
+    except MedialogError as exc:
+        return _Decision([], [], state, error=exc)
+    base = spec.version(state)
+    events = [
+        make_event(p, subject=spec.subject(envelope.aggregate_id),
+                   event_id=event_id(envelope.id, i), time=envelope.issued_at,
+                   sequence=base + i + 1, meta=envelope.meta)
+        for i, p in enumerate(payloads)
+    ]
+    decision = _Decision([encode_event(e) for e in events], [e.id for e in events],
+                         spec.fold(state, payloads))
+    if not events or spec.prepare is None:
+        return decision
+    row = await pool.fetchrow(
+        "INSERT INTO actor_decisions (command_id, actor, aggregate_id, events, event_ids, state) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
+        "ON CONFLICT (command_id) DO UPDATE SET command_id = EXCLUDED.command_id "
+        "RETURNING events, event_ids, state",
+        envelope.id, spec.name, envelope.aggregate_id, decision.events, decision.event_ids,
+        spec.snapshots.dump_json(decision.state).decode())
+    return _from_row(spec, row)
+
+
+async def _stored_decision(
+    spec: ActorSpec[S], conn: asyncpg.Connection, command_id: str
+) -> _Decision[S] | None:
+    row = await conn.fetchrow(
+        "SELECT events, event_ids, state FROM actor_decisions WHERE command_id = $1", command_id)
+    return None if row is None else _from_row(spec, row)
+
+
+def _from_row(spec: ActorSpec[S], row: asyncpg.Record) -> _Decision[S]:
+    return _Decision(list(row["events"]), list(row["event_ids"]),
+                     spec.snapshots.validate_json(row["state"]), stored=True)
 
 
 async def handle_or_give_up(
@@ -162,6 +212,7 @@ async def _give_up(spec: ActorSpec[S], pool: asyncpg.Pool, position: Position, r
                 event_ids=[], error_code="COMMAND_FAILED", error_class="Unavailable",
                 error_message="the command could not be applied; it was logged for an operator",
             )
+            await conn.execute("DELETE FROM actor_decisions WHERE command_id = $1", envelope.id)
         await tracking.advance(conn, f"actor.{spec.name}", [position])
 
 

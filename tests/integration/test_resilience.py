@@ -1,22 +1,25 @@
-"""One bad record must neither stall a partition nor take its neighbours with it, and a command
+"""One bad record must neither stall a partition nor take its neighbours with it, a command
 that fails for good must not leave its sender waiting (Faust acknowledges what an agent gives
-up on). Run against the stack's real PostgreSQL."""
+up on), and a command handled again after a crash publishes what it published before. Run
+against the stack's real PostgreSQL and S3."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from medialog import outcomes, tracking
-from medialog.domain.commands import CommandMeta, RequestUpload
-from medialog.envelope import encode_command, encode_event, make_event
-from medialog.domain.events import UploadRequested
+from medialog.domain.commands import CommandMeta, CompleteUpload, RequestUpload
+from medialog.domain.events import UploadCompleted, UploadRequested
+from medialog.envelope import decode_event, encode_command, encode_event, make_event
+from medialog.storage import BlobStore
 from medialog.tracking import Position
 from projections.runner import apply_or_skip
-from streams.actor import handle_or_give_up
+from streams.actor import handle_command, handle_or_give_up
 from streams.asset_actor import spec as asset_spec
 
 pytestmark = pytest.mark.integration
@@ -83,3 +86,68 @@ async def test_a_command_that_fails_for_good_is_recorded_as_rejected(stack):
         await pool.close()
     assert outcome.status == "rejected" and outcome.error_code == "COMMAND_FAILED"
     assert stored == 0
+
+
+async def test_a_command_decided_on_s3_and_published_before_a_crash_publishes_the_same_again(
+        stack):
+    """CompleteUpload is decided on a HeadObject of the staging object. The process dies after
+    the events are on the log and before the snapshot is stored; by the time the command is
+    handled again the object is gone (the promoter moved it). The same UploadCompleted must be
+    published again, and the asset must be uploaded, not refused with UPLOAD_MISSING."""
+    settings = stack.settings()
+    blobs = BlobStore(settings)
+    actor = asset_spec("events.asset", blobs)
+    asset_id, key = str(uuid.uuid4()), f"test-crash/{uuid.uuid4()}"
+    await asyncio.to_thread(blobs.client.put_object, Bucket=settings.bucket_staging, Key=key,
+                            Body=b"\x00" * 64, ContentType="video/mp4")
+    topic = f"test.commands.{uuid.uuid4().hex[:8]}"
+    owner = "u-crash"
+
+    def command(offset: int, cmd: object) -> tuple[Position, bytes, str]:
+        meta = CommandMeta(command_id=str(uuid.uuid4()), issued_at=WHEN, actor_id=owner,
+                           actor_roles=("creator",), correlation_id="r")
+        return (Position(topic, 0, offset), encode_command(cmd, aggregate_id=asset_id, meta=meta),
+                meta.command_id)
+
+    request = command(0, RequestUpload(
+        asset_id=asset_id, owner_id=owner, kind="video", filename="f.mp4",
+        content_type="video/mp4", size_bytes=64, title="ttt", staging_key=key,
+        upload_expires_at=WHEN + timedelta(hours=1)))
+    complete = command(1, CompleteUpload(requested_by=owner, is_admin=False, max_bytes=1 << 20,
+                                         now=WHEN, grace_s=0))
+    published: list[list[bytes]] = []
+
+    async def publish(topic_name: str, key_: str, values: list[bytes]) -> None:
+        published.append(values)
+
+    async def publish_then_die(topic_name: str, key_: str, values: list[bytes]) -> None:
+        published.append(values)
+        raise RuntimeError("the process died after the broker acknowledged")
+
+    pool = await asyncpg.create_pool(settings.postgres_dsn.get_secret_value(), min_size=1,
+                                     max_size=2)
+    try:
+        await handle_command(actor, pool, publish, request[0], request[1])
+        with pytest.raises(RuntimeError, match="died"):
+            await handle_command(actor, pool, publish_then_die, complete[0], complete[1])
+        await asyncio.to_thread(blobs.client.delete_object, Bucket=settings.bucket_staging,
+                                Key=key)
+        assert await blobs.head(settings.bucket_staging, key) is None
+        await handle_command(actor, pool, publish, complete[0], complete[1])
+        await handle_command(actor, pool, publish, complete[0], complete[1])  # handled: skipped
+        async with pool.acquire() as conn:
+            outcome = await outcomes.fetch(conn, complete[2])
+            state = await conn.fetchval("SELECT state->>'status' FROM actor_snapshots "
+                                        "WHERE actor = 'asset' AND aggregate_id = $1", asset_id)
+            left = await conn.fetchval("SELECT count(*) FROM actor_decisions "
+                                       "WHERE command_id = $1", complete[2])
+    finally:
+        await pool.close()
+    assert len(published) == 3, "request, complete (then the crash), complete again"
+    assert published[2] == published[1]
+    event, payload = decode_event(published[2][0])
+    assert isinstance(payload, UploadCompleted) and payload.size_bytes == 64
+    assert outcome.status == "accepted" and outcome.error_code is None
+    assert outcome.event_ids == [event.id]
+    assert state == "uploaded"
+    assert left == 0
