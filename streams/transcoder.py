@@ -81,34 +81,38 @@ class TranscodeWorker:
             stored = await tracking.stored_offset(conn, consumer, p.topic, p.partition)
         return p.offset <= stored
 
-    async def _store(self, consumer: str, p: Position) -> None:
+    async def _store(self, consumer: str, *positions: Position) -> None:
         async def store() -> None:
             async with self.deps.pool.acquire() as conn, conn.transaction():
-                await tracking.advance(conn, consumer, [p])
+                await tracking.advance(conn, consumer, positions)
 
-        await retrying(f"{consumer} storing {p}", store)
+        await retrying(f"{consumer} storing {positions[-1]}", store)
 
     # -- dispatcher ----------------------------------------------------------------------------
     async def dispatch(self, batch: list[tuple[Position, bytes]]) -> None:
-        async with self.deps.pool.acquire() as conn, conn.transaction():
-            stored = await tracking.lock_positions(conn, DISPATCH, {(p.topic, p.partition)
-                                                                    for p, _ in batch})
-            for p, raw in batch:
-                if p.offset <= stored[(p.topic, p.partition)] or _MARK not in raw:
-                    continue
-                try:
-                    _, payload = decode_event(raw)
-                except ValueError:
-                    log.error("dispatcher: skipping undecodable event at %s", p)
-                    continue
-                if isinstance(payload, TranscodeRequested):
-                    job = TranscodeJob(job_id=payload.job_id, asset_id=payload.asset_id,
-                                       master_key=payload.master_key, kind=payload.kind,
-                                       rungs=payload.rungs)
-                    await retrying(f"queueing job {job.job_id}", lambda: self._send(
-                        self.jobs_topic, job.asset_id, job.encode()))
-                    log.info("transcode job %s of %s queued", job.job_id, job.asset_id)
-            await tracking.advance(conn, DISPATCH, [p for p, _ in batch])
+        """Queue the batch's transcode requests, then store its offsets. No transaction is held
+        while the broker is waited for: a dispatcher that dies in between (or a second one
+        during a rebalance) queues a job twice, which the transcoder runs once
+        (``JobRunner.already_over``, deterministic command ids)."""
+        async with self.deps.pool.acquire() as conn:
+            stored = {tp: await tracking.stored_offset(conn, DISPATCH, *tp)
+                      for tp in sorted({(p.topic, p.partition) for p, _ in batch})}
+        for p, raw in batch:
+            if p.offset <= stored[(p.topic, p.partition)] or _MARK not in raw:
+                continue
+            try:
+                _, payload = decode_event(raw)
+            except ValueError:
+                log.error("dispatcher: skipping undecodable event at %s", p)
+                continue
+            if isinstance(payload, TranscodeRequested):
+                job = TranscodeJob(job_id=payload.job_id, asset_id=payload.asset_id,
+                                   master_key=payload.master_key, kind=payload.kind,
+                                   rungs=payload.rungs)
+                await retrying(f"queueing job {job.job_id}", lambda: self._send(
+                    self.jobs_topic, job.asset_id, job.encode()))
+                log.info("transcode job %s of %s queued", job.job_id, job.asset_id)
+        await self._store(DISPATCH, *(p for p, _ in batch))
 
     # -- transcoder ----------------------------------------------------------------------------
     async def transcode(self, p: Position, raw: bytes) -> None:
