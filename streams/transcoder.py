@@ -92,8 +92,8 @@ class TranscodeWorker:
     async def dispatch(self, batch: list[tuple[Position, bytes]]) -> None:
         """Queue the batch's transcode requests, then store its offsets. No transaction is held
         while the broker is waited for: a dispatcher that dies in between (or a second one
-        during a rebalance) queues a job twice, which the transcoder runs once
-        (``JobRunner.already_over``, deterministic command ids)."""
+        during a rebalance) queues a job twice, as a re-delivered job, which changes nothing
+        twice (a job already over is skipped; its commands have deterministic ids)."""
         async with self.deps.pool.acquire() as conn:
             stored = {tp: await tracking.stored_offset(conn, DISPATCH, *tp)
                       for tp in sorted({(p.topic, p.partition) for p, _ in batch})}
