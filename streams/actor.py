@@ -50,7 +50,8 @@ class ActorSpec(Generic[S]):
     fold: Callable[[S, list[Any]], S]
     version: Callable[[S], int]
     # Observe the outside world (e.g. HeadObject) and return the command with the facts filled
-    # in, so that ``decide`` stays pure. Called only for commands not handled before.
+    # in, so that ``decide`` stays pure; the command itself when it observed nothing. Called only
+    # for commands not handled before.
     prepare: Callable[[S, Any], Awaitable[Any]] | None = None
     # The CloudEvents subject for an aggregate id (DESIGN.md: the asset), when they differ.
     subject: Callable[[str], str] = str
@@ -138,12 +139,11 @@ class _Decision(Generic[S]):
 async def _decide(
     spec: ActorSpec[S], pool: asyncpg.Pool, envelope: CommandEnvelope, command: Any, state: S
 ) -> _Decision[S]:
-    """Prepare (observe), decide and fold; a prepared decision with events is stored before it
-    is published (the first one stored wins, should two handlers race)."""
-    if spec.prepare is not None:
-        command = await spec.prepare(state, command)
+    """Prepare (observe), decide and fold; a decision with events taken on observed facts is
+    stored before it is published (the first one stored wins, should two handlers race)."""
+    prepared = command if spec.prepare is None else await spec.prepare(state, command)
     try:
-        payloads = spec.decide(state, command)
+        payloads = spec.decide(state, prepared)
     except MedialogError as exc:
         return _Decision([], [], state, error=exc)
     base = spec.version(state)
@@ -155,7 +155,7 @@ async def _decide(
     ]
     decision = _Decision([encode_event(e) for e in events], [e.id for e in events],
                          spec.fold(state, payloads))
-    if not events or spec.prepare is None:
+    if not events or prepared is command:  # nothing observed: deciding again decides the same
         return decision
     row = await pool.fetchrow(
         "INSERT INTO actor_decisions (command_id, actor, aggregate_id, events, event_ids, state) "
