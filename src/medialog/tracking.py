@@ -37,6 +37,13 @@ _LOCK = (
 )
 
 
+_CREATE = (
+    'INSERT INTO consumer_offsets (consumer, topic, partition, "offset") '
+    "SELECT $1, t, p, -1 FROM unnest($2::text[], $3::int[]) AS k(t, p) "
+    "ON CONFLICT (consumer, topic, partition) DO NOTHING"
+)
+
+
 async def lock_positions(
     conn: asyncpg.Connection, consumer: str, partitions: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], int]:
@@ -47,9 +54,18 @@ async def lock_positions(
 async def lock_stored(
     conn: asyncpg.Connection, consumer: str, partitions: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], Stored]:
-    """``lock_positions`` with each row's version."""
+    """``lock_positions`` with each row's version.
+
+    A partition without a row yet (its first batch) gets one at -1 first, so that there is
+    always a row to lock: two consumers briefly owning the same new partition (a rebalance)
+    then take turns instead of both applying its first batch. The insert waits for the other's
+    uncommitted one; the second read sees it committed."""
     keys = sorted(set(partitions))
-    rows = await conn.fetch(_LOCK, consumer, [k[0] for k in keys], [k[1] for k in keys])
+    topics, parts = [k[0] for k in keys], [k[1] for k in keys]
+    rows = await conn.fetch(_LOCK, consumer, topics, parts)
+    if len(rows) < len(keys):
+        await conn.execute(_CREATE, consumer, topics, parts)
+        rows = await conn.fetch(_LOCK, consumer, topics, parts)
     stored = {(r[0], r[1]): Stored(r[2], r[3]) for r in rows}
     return {k: stored.get(k, _NONE) for k in keys}
 

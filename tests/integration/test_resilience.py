@@ -6,6 +6,7 @@ against the stack's real PostgreSQL and S3."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,7 @@ from medialog.domain.events import UploadCompleted, UploadRequested
 from medialog.envelope import decode_event, encode_command, encode_event, make_event
 from medialog.storage import BlobStore
 from medialog.tracking import Position
-from projections.runner import apply_or_skip
+from projections.runner import apply_batch, apply_or_skip
 from streams.actor import handle_command, handle_or_give_up
 from streams.asset_actor import spec as asset_spec
 
@@ -57,6 +58,42 @@ async def test_a_poison_record_is_passed_over_and_its_neighbours_applied(stack):
     # The whole batch failed once (rolled back), then the good records applied one by one.
     assert seen[-2:] == [ids[0], ids[2]]
     assert stored == 2  # the position moved past the poison record
+
+
+async def test_two_consumers_of_a_new_partition_apply_its_first_batch_once(stack):
+    """During a rebalance two workers may briefly get the same partition. Its first batch has no
+    offsets row yet to lock: the second must wait for the first and then skip the batch, not
+    apply it a second time (counters would move twice)."""
+    name = f"test.first-batch.{uuid.uuid4().hex[:8]}"
+    batch = [(Position("test.topic", 0, i), upload_event(str(uuid.uuid4()))) for i in range(3)]
+    arrived = [asyncio.Event(), asyncio.Event()]
+
+    def apply_as(me: int):
+        async def apply(conn, records):
+            arrived[me].set()
+            with contextlib.suppress(TimeoutError):  # the other would be here already if it
+                await asyncio.wait_for(arrived[1 - me].wait(), 2.0)  # were not kept waiting
+            await conn.execute(
+                "INSERT INTO test_applied (name, n) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO UPDATE SET n = test_applied.n + EXCLUDED.n",
+                name, len(records))
+        return apply
+
+    pool = await asyncpg.create_pool(stack.settings().postgres_dsn.get_secret_value(),
+                                     min_size=2, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("CREATE TABLE IF NOT EXISTS test_applied "
+                               "(name text PRIMARY KEY, n integer NOT NULL)")
+        applied = await asyncio.gather(
+            *(apply_batch(pool, name, apply_as(i), batch) for i in (0, 1)))
+        async with pool.acquire() as conn:
+            total = await conn.fetchval("SELECT n FROM test_applied WHERE name = $1", name)
+            stored = await tracking.stored_offset(conn, name, "test.topic", 0)
+    finally:
+        await pool.close()
+    assert sorted(applied) == [0, 3] and total == 3
+    assert stored == 2
 
 
 async def test_a_command_that_fails_for_good_is_recorded_as_rejected(stack):
