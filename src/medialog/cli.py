@@ -80,9 +80,11 @@ async def migrate_all(settings: Settings, *, clickhouse: bool = True) -> list[st
 async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object = None,
                 peers: dict[str, str] | None = None) -> None:
     """Run the app until SIGINT/SIGTERM, then drain and stop every client."""
+    from medialog.api.access_log import AccessLog
     from medialog.api.app import create_app
 
-    runner = web.AppRunner(create_app(settings, roles, peers=peers), handle_signals=False)
+    runner = web.AppRunner(create_app(settings, roles, peers=peers), handle_signals=False,
+                           access_log_class=AccessLog)
     await runner.setup()
     tune_gc()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)

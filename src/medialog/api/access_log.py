@@ -1,0 +1,32 @@
+"""The api's access log: aiohttp's, without the credentials some URLs carry.
+
+A stream URL's ``{signature}`` segment is a bearer credential (valid until the URL expires, not
+bound to an address by default): it is logged as ``REDACTED``. Everything else is as aiohttp's
+default format logs it."""
+
+from __future__ import annotations
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, Request, StreamResponse
+
+REDACTED = "REDACTED"
+SECRET_SEGMENTS = ("signature",)  # route parameters that are credentials
+
+
+def logged_path(request: BaseRequest) -> str:
+    """``path_qs`` with the route's credential segments replaced."""
+    path = request.path_qs
+    if isinstance(request, Request):
+        for name in SECRET_SEGMENTS:
+            secret = request.match_info.get(name)
+            if secret:
+                path = path.replace(f"/{secret}/", f"/{REDACTED}/", 1)
+    return path
+
+
+class AccessLog(AbstractAccessLogger):
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s HTTP/%d.%d" %d %d "%s" %.6fs',
+                         request.remote or "-", request.method, logged_path(request),
+                         request.version.major, request.version.minor, response.status,
+                         response.body_length, request.headers.get("User-Agent", "-"), time)
