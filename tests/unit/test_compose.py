@@ -222,11 +222,28 @@ def interpolate(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[-?])([^}]*))?\}", one, value)
 
 
-def test_env_example_gives_a_valid_configuration(compose: dict[str, Any]) -> None:
+def test_env_example_leaves_every_secret_to_fill_in(compose: dict[str, Any]) -> None:
+    """A copied .env.example stops compose until each required secret is set: no value published
+    in this repository can end up deployed."""
+    example = (ROOT / ".env.example").read_text()
+    env = dict(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", example, re.MULTILINE))
+    required = {name for value in strings(compose)
+                for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?", value)}
+    assert {name: env[name] for name in required} == dict.fromkeys(required, "")
+    with pytest.raises(KeyError):
+        for service in compose["services"].values():
+            for value in strings(service):
+                interpolate(value, env)
+
+
+def test_env_example_filled_in_gives_a_valid_configuration(compose: dict[str, Any]) -> None:
     from medialog.signing import SigningKeys
 
     example = (ROOT / ".env.example").read_text()
     env = dict(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", example, re.MULTILINE))
+    secret = "x" * 43  # what `secrets.token_urlsafe(32)` gives: 43 characters
+    env |= {name: f"k1:{secret}" if name == "MEDIALOG_SIGNING_KEYS" else secret
+            for name, value in env.items() if not value}
     for name, service in medialog_services(compose).items():
         resolved = {k: interpolate(v, env) for k, v in env_of(service).items()}
         settings = Settings.model_validate(
