@@ -10,6 +10,7 @@ import pytest
 
 from medialog.api.engagement_queries import AssetLookup
 from medialog.domain.errors import Unavailable
+from medialog.domain.view_reports import AssetRef
 
 
 class FakePool:
@@ -56,7 +57,9 @@ async def test_answers_are_cached_for_the_ttl_absent_ones_too():
     assert pool.queries == 2
     clock.now = 2.0
     assert (await lookup.get("a")).visibility == "private"  # type: ignore[union-attr]
-    assert await lookup.get("missing") is not None and pool.queries == 4
+    assert await lookup.get("missing") == AssetRef(
+        asset_id="missing", owner_id="o", status="ready", visibility="public", duration_s=None)
+    assert pool.queries == 4
 
 
 async def test_concurrent_misses_share_one_query():
@@ -81,4 +84,5 @@ async def test_database_errors_become_unavailable_and_are_not_cached():
     with pytest.raises(Unavailable):
         await lookup.get("a")
     pool.fail = False
-    assert await lookup.get("a") is not None
+    assert await lookup.get("a") == AssetRef(
+        asset_id="a", owner_id="o", status="ready", visibility="public", duration_s=None)

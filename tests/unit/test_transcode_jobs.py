@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.transcode.ladder import audio_ladder, bandwidth, video_ladder
+from streams.transcode.ladder import audio_ladder, video_ladder
 from streams.transcode_jobs import (
     DeadLetter, RetryJob, TranscodeJob, Watermark, backoff_s, command_id, rendition_of,
     terminal_command_ids,
@@ -58,7 +58,8 @@ def test_a_rendition_names_its_playlist_under_the_asset() -> None:
     rung = video_ladder(1280, 720, has_audio=True)[-1]
     r = rendition_of("a1", rung)
     assert r.name == "360p" and r.playlist_key == "a1/hls/360p/index.m3u8"
-    assert (r.width, r.height) == (640, 360) and r.bandwidth == bandwidth(rung)
+    # (ceil(800 k × 1.07) + 96 k audio) × 1.10 TS overhead, rounded up: 1,048 kbit/s
+    assert (r.width, r.height) == (640, 360) and r.bandwidth == 1_048_000
     audio = rendition_of("a1", audio_ladder()[0])
     assert audio.width is None and audio.height is None and audio.codecs == "mp4a.40.2"
 
