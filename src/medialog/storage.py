@@ -70,6 +70,9 @@ class BlobStore:
         return url
 
     async def head(self, bucket: str, key: str) -> ObjectHead | None:
+        """The object's metadata, or None when there is no such key. Any other failure (403,
+        5xx, unreachable) is raised as botocore's own error: the stream workers tell transient
+        from permanent failures by it, and the api maps it to 503 (``api/stream.py``)."""
         try:
             r = await asyncio.to_thread(self._s3.head_object, Bucket=bucket, Key=key)
         except ClientError as exc:

@@ -125,3 +125,38 @@ def test_decay_prefers_recent_activity_and_likes_weigh_more() -> None:
     # a like counts LIKE_WEIGHT views; an unlike takes it back
     assert decay_score([], [(0.0, 1)], tau) == LIKE_WEIGHT
     assert decay_score([], [(0.0, 1), (0.0, -1)], tau) == 0.0
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ({"to": "0001-01-01T00:00:00Z"}, "to"),  # default from = to − 7 d: was OverflowError
+        ({"from": "0001-01-01T00:00:00+01:00"}, "from"),  # before year 1 in UTC: OverflowError
+        ({"to": "9999-12-31T23:59:59-01:00"}, "to"),  # after year 9999 in UTC: OverflowError
+        ({"from": "0001-01-01T00:30:00+01:00", "to": "1970-01-02T00:00:00Z"}, "from"),
+        ({"from": "1969-12-31T23:59:59Z", "to": "1970-01-02T00:00:00Z"}, "from"),
+        ({"from": "2299-12-31T00:00:00Z", "to": "2300-01-01T00:00:00Z"}, "to"),
+        ({"to": "٢٠٢٥-01-31T12:00:00Z"}, "to"),  # Arabic-Indic digits are not RFC 3339
+    ],
+)
+def test_out_of_range_times_are_invalid_time(query: dict[str, str], field: str) -> None:
+    # security F5 / engagement F7: these were 500 (OverflowError in astimezone or end − span).
+    with pytest.raises(ValidationError) as err:
+        parse_range(query, NOW)
+    assert err.value.code == "INVALID_TIME" and err.value.details == [{"field": field}]
+
+
+def test_the_extreme_times_still_allowed() -> None:
+    rng = parse_range({"to": "1970-01-01T00:00:00Z"}, NOW)
+    assert rng.start == datetime(1969, 12, 25, tzinfo=UTC)  # the default span before it
+    rng = parse_range({"from": "2299-12-31T00:00:00Z", "to": "2299-12-31T23:59:59.999Z",
+                       "interval": "hour"}, NOW)
+    assert len(rng.buckets()) == 24
+
+
+@pytest.mark.parametrize("limit", ["²", "²²", "٣", "３", "1_0", "+5", "0" * 20 + "1"])
+def test_trending_limit_takes_ascii_digits_only(limit: str) -> None:
+    # "²".isdigit() is True but int("²") raises (500); "٣" was silently taken as 3.
+    with pytest.raises(ValidationError) as err:
+        parse_trending({"limit": limit}, NOW)
+    assert err.value.code == "INVALID_LIMIT"

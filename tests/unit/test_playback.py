@@ -22,7 +22,6 @@ def asset(status: str = "ready", renditions: int = 2, **keys: str | None) -> Pla
 
 
 def test_defaults_and_bounds_of_the_parameters() -> None:
-    assert params() == parse_params({}, default_ttl_s=3600, max_ttl_s=86400)
     assert params().expires_in == 3600 and params().bind_ip is False
     assert params(expires_in="60").expires_in == 60
     assert params(expires_in="86400", bind_ip="true").bind_ip is True

@@ -84,3 +84,23 @@ def test_title_whitespace_is_normalised():
 
 def test_staging_key_cannot_gain_segments_from_owner():
     assert staging_key("a/../b", "id1", "mp4") == "uploads/a%2F..%2Fb/id1/original.mp4"
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["clip\x00", "\x00\x00\x00", "cl\x07ip", "clip\x7f", "clip\x85x\x9b", "clip\ud800",
+     "\udfffclip"],
+)
+def test_titles_with_control_characters_or_lone_surrogates_are_refused(title):
+    # NUL: PostgreSQL refuses it after the event is on the log (security F3); a lone surrogate
+    # cannot be encoded at all (security F5). Both are 400 VALIDATION_ERROR, before anything.
+    with pytest.raises(ValidationError) as exc:
+        validate_upload(body(title=title), max_bytes=LIMIT)
+    assert exc.value.code == "VALIDATION_ERROR"
+    assert [d["field"] for d in exc.value.details] == ["title"]
+
+
+def test_a_filename_with_a_lone_surrogate_gives_a_clean_default_title():
+    spec = validate_upload(body(filename="cl\ud800ip\x00.mp4"), max_bytes=LIMIT)
+    assert (spec.filename, spec.title) == ("clip.mp4", "clip")
+    spec.title.encode("utf-8")  # storable

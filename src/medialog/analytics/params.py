@@ -2,7 +2,8 @@
 (``now`` is passed in). Bad input raises ``ValidationError`` with one of these codes:
 
 * ``INVALID_TIME`` — ``from``/``to`` is not an RFC 3339 date-time with an offset
-  (``2025-01-31T12:00:00Z``, ``…+02:00``; a ``+`` decoded to a space is accepted);
+  (``2025-01-31T12:00:00Z``, ``…+02:00``; a ``+`` decoded to a space is accepted), or is
+  outside 1970-01-01 … 2299-12-31 UTC (what ClickHouse ``DateTime64`` stores);
 * ``INVALID_RANGE`` — ``from`` is not before ``to``;
 * ``RANGE_TOO_LONG`` — the range spans more than 366 days, or more than 31 days by the hour;
 * ``INVALID_INTERVAL`` — ``interval`` is not ``hour`` or ``day``;
@@ -40,10 +41,16 @@ DECAY_DIVISOR = 3.0
 LIKE_WEIGHT = 3.0
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
+# Bounds of a time parameter, after conversion to UTC: the default span before the earliest is
+# still a datetime, and the latest is what DateTime64 (ClickHouse) can hold.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2299, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+_RFC3339 = re.compile(  # ASCII digits only (\d would take "٢٠٢٥" too)
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
 )
-_SPACE_OFFSET = re.compile(r"(?<=\d) (\d{2}:\d{2})$")  # "…:00 02:00": a "+" lost to form-decoding
+_SPACE_OFFSET = re.compile(r"(?<=[0-9]) ([0-9]{2}:[0-9]{2})\Z")  # "…:00 02:00": a lost "+"
+_LIMIT = re.compile(r"\A[0-9]{1,3}\Z")
 
 
 def parse_time(raw: str, name: str) -> datetime:
@@ -54,11 +61,14 @@ def parse_time(raw: str, name: str) -> datetime:
                               "2025-01-31T12:00:00Z", code="INVALID_TIME",
                               details=[{"field": name}])
     try:  # 3.11's fromisoformat takes Z and any fraction once the regex has shaped the text
-        value = datetime.fromisoformat(text.upper())
-    except ValueError as exc:  # e.g. month 13, hour 25
+        value = datetime.fromisoformat(text.upper()).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # month 13, hour 25; year 1 moved before year 1
         raise ValidationError(f"{name} is not a valid date-time", code="INVALID_TIME",
                               details=[{"field": name}]) from exc
-    return value.astimezone(UTC)
+    if not EARLIEST <= value <= LATEST:
+        raise ValidationError(f"{name} must be between 1970-01-01 and 2299-12-31 (UTC)",
+                              code="INVALID_TIME", details=[{"field": name}])
+    return value
 
 
 def floor_to(value: datetime, interval: Interval) -> datetime:
@@ -123,7 +133,7 @@ def parse_trending(query: Mapping[str, str], now: datetime) -> TrendingQuery:
         raise ValidationError("window must be one of 1h, 24h, 7d", code="INVALID_WINDOW",
                               details=[{"field": "window"}])
     raw = query.get("limit", str(DEFAULT_LIMIT)).strip()
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _LIMIT.match(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}",
                               code="INVALID_LIMIT", details=[{"field": "limit"}])
     return TrendingQuery(window=window, limit=int(raw), now=now.astimezone(UTC))

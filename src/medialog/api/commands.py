@@ -19,6 +19,7 @@ from medialog.api.requests import prefer_wait, principal
 from medialog.domain import errors as e
 from medialog.domain.commands import AssetCommand, CommandMeta
 from medialog.domain.errors import NotFound, Unavailable
+from medialog.domain.uploads import check_text
 from medialog.envelope import CONTENT_TYPE, CloudEvent, encode_command, encode_event, make_event
 from medialog.outcomes import Outcome
 
@@ -128,7 +129,7 @@ def visible_to(result: Outcome, who: Principal) -> bool:
 
 async def get_command(request: web.Request) -> web.Response:
     who = await principal(request)
-    command_id = request.match_info["command_id"]
+    command_id = check_text(request.match_info["command_id"], "command_id")  # "%00": 400
     result = await outcome(request.app, command_id, prefer_wait(request))
     if not visible_to(result, who):
         raise NotFound("no such command", code="COMMAND_NOT_FOUND")

@@ -19,7 +19,6 @@ from medialog.api import keys, queries
 from medialog.api.assets import owned_asset, readable_asset, viewer_of
 from medialog.api.requests import optional_principal, principal
 from medialog.domain.asset import STATUS_AFTER, TERMINAL
-from medialog.domain.errors import ValidationError
 from medialog.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -28,23 +27,11 @@ HEARTBEAT_S = 15.0
 MAX_STREAM_S = 600.0
 
 
-def _history_params(request: web.Request) -> tuple[int, int]:
-    try:
-        after = int(request.query.get("after", "0"))
-        limit = int(request.query.get("limit", str(queries.HISTORY_LIMIT_DEFAULT)))
-    except ValueError as exc:
-        raise ValidationError("after and limit are integers") from exc
-    if after < 0 or not 1 <= limit <= queries.HISTORY_LIMIT_MAX:
-        raise ValidationError(f"after ≥ 0, limit 1–{queries.HISTORY_LIMIT_MAX}",
-                              details=[{"field": ["after", "limit"]}])
-    return after, limit
-
-
 async def get_history(request: web.Request) -> web.Response:
     """Events in sequence order; ``?after=N`` continues from sequence N (``next_after``)."""
     who = await principal(request)
     row = await owned_asset(request, who)
-    after, limit = _history_params(request)
+    after, limit = queries.parse_history_query(request.query)
     async with request.app[keys.PG].acquire() as conn:
         rows = await queries.fetch_history(conn, row["asset_id"], after, limit)
     events = [

@@ -23,6 +23,7 @@ import asyncpg
 from medialog.domain.asset import AssetStatus
 from medialog.domain.errors import ValidationError
 from medialog.domain.metadata import TAG_MAX, VISIBILITIES
+from medialog.domain.uploads import check_text
 
 GONE = ("expired", "deleted")
 HIDDEN_FROM_OTHERS = ("awaiting_upload", *GONE)
@@ -36,6 +37,7 @@ SORTS: dict[str, str] = {
 }
 LIMIT_DEFAULT, LIMIT_MAX, PAGE_MAX, Q_MAX = 20, 100, 10_000, 100
 HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX = 100, 1000
+SEQUENCE_MAX = 2**31 - 1  # asset_events.sequence is a PostgreSQL integer
 
 _SELECT = (
     "SELECT a.*, coalesce(s.view_count, 0) AS view_count, coalesce(s.like_count, 0) AS like_count "
@@ -80,15 +82,26 @@ def escape_like(text: str) -> str:
 
 def _int(raw: str | None, name: str, default: int, low: int, high: int,
          problems: list[dict[str, Any]]) -> int:
+    """ASCII digits only: ``int()`` would also take "٣", " 3", "+3" and "1_0"."""
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= 18  # int() refuses > 4300 digits
+    value = int(raw) if digits else low - 1
     if not low <= value <= high:
         problems.append({"field": name, "error": f"an integer from {low} to {high}"})
         return default
+    return value
+
+
+def _clean(value: str | None, name: str, problems: list[dict[str, Any]]) -> str | None:
+    """``value``, or None (and a problem) if it holds a control character or a lone surrogate:
+    ``%00`` decodes to NUL, which PostgreSQL refuses in text."""
+    if value is not None:
+        try:
+            check_text(value, name)
+        except ValidationError as exc:
+            problems.extend(exc.details)
+            return None
     return value
 
 
@@ -105,11 +118,13 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     visibility = params.get("visibility") or None
     if visibility is not None and visibility not in VISIBILITIES:
         problems.append({"field": "visibility", "allowed": list(VISIBILITIES)})
+    owner = _clean(params.get("owner") or None, "owner", problems)
     tag = params.get("tag")
     tag = " ".join(tag.lower().split()) if tag is not None else None
     if tag is not None and not 1 <= len(tag) <= TAG_MAX:
         problems.append({"field": "tag", "error": f"1–{TAG_MAX} characters"})
-    q = (params.get("q") or "").strip() or None
+    tag = _clean(tag, "tag", problems)
+    q = _clean((params.get("q") or "").strip() or None, "q", problems)
     if q is not None and len(q) > Q_MAX:
         problems.append({"field": "q", "error": f"at most {Q_MAX} characters"})
     sort = params.get("sort") or "-created_at"
@@ -119,8 +134,20 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     limit = _int(params.get("limit"), "limit", LIMIT_DEFAULT, 1, LIMIT_MAX, problems)
     if problems:
         raise ValidationError("invalid query parameters", details=problems)
-    return ListQuery(owner=params.get("owner") or None, status=status, visibility=visibility,
+    return ListQuery(owner=owner, status=status, visibility=visibility,
                      tag=tag, q=q, sort=sort, page=page, limit=limit)
+
+
+def parse_history_query(params: Mapping[str, str]) -> tuple[int, int]:
+    """``after`` (a sequence, 0…SEQUENCE_MAX, default 0) and ``limit`` (1…HISTORY_LIMIT_MAX) of
+    ``GET /v1/assets/{id}/history``; every problem is listed at once."""
+    problems: list[dict[str, Any]] = []
+    after = _int(params.get("after"), "after", 0, 0, SEQUENCE_MAX, problems)
+    limit = _int(params.get("limit"), "limit", HISTORY_LIMIT_DEFAULT, 1, HISTORY_LIMIT_MAX,
+                 problems)
+    if problems:
+        raise ValidationError("invalid query parameters", details=problems)
+    return after, limit
 
 
 def list_where(query: ListQuery, viewer: Viewer) -> tuple[str, list[Any]]:

@@ -21,7 +21,7 @@ MAX_WAIT_S = 30.0
 _WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _NAMESPACE = uuid.UUID("0b6b3f1e-3c1e-4c0a-8f0e-7a0f4f5e2d11")
-_BODY = "medialog.json_body"  # request key: the parsed body, for the idempotency fingerprint
+_BODY: web.RequestKey[Any] = web.RequestKey("json_body")  # the parsed body, for the fingerprint
 _CLAIM = (  # one round trip: the fingerprint stored for the command id, this one if it is new
     "WITH new AS (INSERT INTO idempotency_keys (command_id, fingerprint) VALUES ($1, $2) "
     "ON CONFLICT DO NOTHING RETURNING fingerprint) "
@@ -30,15 +30,34 @@ _CLAIM = (  # one round trip: the fingerprint stored for the command id, this on
 )
 
 
-async def read_json(request: web.Request) -> Any:
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"JSON body over {MAX_JSON_BYTES} bytes", code="BODY_TOO_LARGE")
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, however it arrives (several TCP segments, chunked): ``content.read(n)``
+    returns what is buffered, so read until the end, never more than MAX_JSON_BYTES + 1 bytes.
+    Too large (by ``Content-Length``, or by the bytes read): PayloadTooLarge ``BODY_TOO_LARGE``."""
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise PayloadTooLarge(f"JSON body over {MAX_JSON_BYTES} bytes", code="BODY_TOO_LARGE")
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise PayloadTooLarge(f"JSON body over {MAX_JSON_BYTES} bytes", code="BODY_TOO_LARGE")
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(MAX_JSON_BYTES + 1 - size):  # b"": the end
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise _too_large()
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The JSON body: ``_read_body``, then 400 ``MALFORMED_JSON`` unless it is JSON in strict
+    UTF-8 (RFC 8259; ``json.loads`` on bytes would also take UTF-16 and encoded surrogates), not
+    nested too deep for the parser. What its strings may hold is each field's rule."""
+    raw = await _read_body(request)
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ValidationError("body is not valid JSON", code="MALFORMED_JSON") from exc
     request[_BODY] = body
     return body

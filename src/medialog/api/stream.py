@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from medialog.api import keys
 from medialog.api.errors import error_response
@@ -29,7 +29,7 @@ from medialog.domain.playback import MASTER_PATH
 from medialog.signing import (
     PATH_INVALID, content_type_for, parse_range, safe_object_path, verify_stream,
 )
-from medialog.storage import ObjectHead
+from medialog.storage import BlobStore, ObjectHead
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,21 @@ _CORS = {"Access-Control-Allow-Origin": "*",
 
 def _not_found() -> NotFound:
     return NotFound("no such object", code="NOT_FOUND")
+
+
+def _store_unavailable(exc: Exception) -> Unavailable:
+    log.warning("object store error while streaming: %s: %s", type(exc).__name__, exc)
+    return Unavailable("the object store did not answer", code="STORE_UNAVAILABLE")
+
+
+async def _head(blobs: BlobStore, bucket: str, key: str) -> ObjectHead | None:
+    """``BlobStore.head``, with any other S3 answer than the object or "no such key" (403,
+    5xx, unreachable) as 503 ``STORE_UNAVAILABLE``. Only here: the actors tell transient S3
+    errors from permanent ones by the botocore error itself."""
+    try:
+        return await blobs.head(bucket, key)
+    except (ClientError, BotoCoreError) as exc:
+        raise _store_unavailable(exc) from exc
 
 
 async def _cache_control(request: web.Request, asset_id: str, path: str, private: bool) -> str:
@@ -78,7 +93,9 @@ async def _get(s3: Any, bucket: str, key: str, head: ObjectHead, start: int, end
             raise _not_found() from exc
         if code in {"PreconditionFailed", "412"}:
             return None  # replaced between HEAD and GET (a master playlist growing): start over
-        raise Unavailable("the object store did not answer", code="STORE_UNAVAILABLE") from exc
+        raise _store_unavailable(exc) from exc
+    except BotoCoreError as exc:  # unreachable, timed out
+        raise _store_unavailable(exc) from exc
     return r["Body"]
 
 
@@ -96,7 +113,7 @@ async def stream_object(request: web.Request) -> web.StreamResponse:
     settings, blobs = request.app[keys.SETTINGS], request.app[keys.BLOBS]
     cache = await _cache_control(request, asset_id, path, private=token.split(".")[1] == "i")
     for _ in range(3):
-        head = await blobs.head(settings.bucket_previews, key)
+        head = await _head(blobs, settings.bucket_previews, key)
         if head is None:
             raise _not_found()
         etag = f'"{head.etag}"'

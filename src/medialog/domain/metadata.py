@@ -7,7 +7,7 @@ import unicodedata
 from typing import Any
 
 from medialog.domain.errors import ValidationError
-from medialog.domain.uploads import clean_title
+from medialog.domain.uploads import check_text, clean_title
 
 DESCRIPTION_MAX = 5000
 TAGS_MAX = 10
@@ -56,7 +56,7 @@ def _description(raw: object) -> str:
     if not isinstance(raw, str) or len(raw) > DESCRIPTION_MAX:
         raise ValidationError("description", details=[{"field": "description",
                                                        "error": f"a string of ≤ {DESCRIPTION_MAX}"}])
-    return unicodedata.normalize("NFC", raw).strip()
+    return check_text(unicodedata.normalize("NFC", raw).strip(), "description", multiline=True)
 
 
 def _tags(raw: object) -> list[str]:

@@ -40,7 +40,7 @@ def parse_params(query: Mapping[str, str], *, default_ttl_s: int, max_ttl_s: int
     raw_ttl = query.get("expires_in")
     expires_in = default_ttl_s
     if raw_ttl is not None:
-        if not raw_ttl.isdigit() or len(raw_ttl) > 9:
+        if not (raw_ttl.isascii() and raw_ttl.isdigit()) or len(raw_ttl) > 9:  # "²", "٣": no
             raise ValidationError("expires_in must be a whole number of seconds",
                                   details=[{"field": "expires_in"}])
         expires_in = int(raw_ttl)

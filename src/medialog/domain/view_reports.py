@@ -88,7 +88,10 @@ def max_watch_seconds(duration_s: float | None) -> float:
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits: no float holds it
+        return None
     return number if math.isfinite(number) else None
 
 
@@ -132,8 +135,10 @@ def validate_view_report(body: Any, *, duration_s: float | None) -> ViewReportSp
         position = _number(body["position"])
         if position is None or position < 0:
             problems.append({"field": "position", "error": "a number ≥ 0"})
-        elif duration_s is not None and duration_s > 0 and position > cap:
-            problems.append({"field": "position", "error": "beyond the asset's end", "max": cap})
+        elif position > cap:  # the duration plus slack, or UNKNOWN_DURATION_MAX_S if unknown
+            problems.append({"field": "position", "max": cap, "error": "beyond the asset's end"
+                             if duration_s is not None and duration_s > 0
+                             else "beyond what an asset of unknown duration may claim"})
 
     device = _optional_text(body, "device", DEVICE_MAX, problems)
     referrer = _optional_text(body, "referrer", REFERRER_MAX, problems)
