@@ -15,6 +15,11 @@ The price is a second decode of the source: ~+13% CPU for a 1080p H.264 source.
 is playable before the end). Audio: one process. The thumbnail is one more ``split`` branch of
 the first process (no seek-and-decode of its own).
 
+Input: ``probe`` decides which container the source may be (by its extension, i.e. the declared
+content type), and every ffmpeg here opens it with exactly the demuxer ffprobe used
+(``probe.demuxer_args``): bytes that are really an HLS playlist or a concat list never reach
+a demuxer that would read other local files.
+
 ``on_rung_done(rung)`` (sync or async) is called lowest rung first, once the rung's playlist has
 ``#EXT-X-ENDLIST`` and ``hls/master.m3u8`` lists it; it runs while the next process encodes. If
 it raises, the running ffmpeg is killed and the error propagates.
@@ -44,7 +49,7 @@ from streams.transcode.ladder import (
     thumb_size,
     video_encoder_args,
 )
-from streams.transcode.probe import Kind, MediaInfo, probe
+from streams.transcode.probe import Kind, MediaInfo, demuxer_args, probe
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +97,10 @@ def ladder_args(
     the ``thumb`` JPEG at THUMB_AT of the duration, video only). ``light_decode`` skips the
     decoder's deblocking filter: used for the early lowest rung only, which decodes the source a
     second time — at ≥ 3× downscale the skipped filtering does not show, and it makes that extra
-    decode markedly cheaper (bench/transcode.py)."""
+    decode markedly cheaper (bench/transcode.py). ``src`` is opened with ``info``'s demuxer and
+    nothing else (``demuxer_args``), as in ``thumbnail_args``."""
     decode = ["-skip_loop_filter", "all"] if light_decode else []
-    args = [ffmpeg_bin, *QUIET, "-y", *decode, "-i", str(src)]
+    args = [ffmpeg_bin, *QUIET, "-y", *decode, *demuxer_args(info), "-i", str(src)]
     if rungs[0].is_audio_only:
         for rung in rungs:
             args += ["-map", f"0:{info.audio_stream}", "-c:a", "aac"]
@@ -121,7 +127,8 @@ def thumbnail_args(ffmpeg_bin: str, src: Path, dst: Path, info: MediaInfo) -> li
     out = stream.filter("scale", width, height).filter("setsar", 1)
     cmd = out.output(str(dst), vframes=1, update=1, **{"q:v": 3}).overwrite_output()
     args: list[str] = cmd.compile(cmd=ffmpeg_bin)
-    return [args[0], *QUIET, *args[1:]]
+    i = args.index("-i")  # the input's options go right before it
+    return [args[0], *QUIET, *args[1:i], *demuxer_args(info), *args[i:]]
 
 
 def _check_output(hls: Path, rung: Rung, expected_s: float | None, tail: list[str]) -> None:
