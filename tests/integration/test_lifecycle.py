@@ -54,11 +54,16 @@ async def pg(stack) -> Any:
 
 
 async def exists(s3: Any, bucket: str, key: str) -> bool:
+    """Whether the object is there. Only "not found" means absent; any other error (denied,
+    a server error) is raised, never taken for a deletion."""
     try:
         await asyncio.to_thread(s3.head_object, Bucket=bucket, Key=key)
-        return True
-    except ClientError:
-        return False
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return False
+        raise
+    return True
 
 
 async def eventually(check: Any, timeout: float = 30.0, every: float = 0.2) -> Any:
@@ -142,9 +147,27 @@ async def test_completion_promotes_to_masters_and_removes_staging(http, stack, s
 
     _, asset = await alice.asset(asset_id)
     assert asset["metadata"]["size_bytes"] == len(CLIP) and asset["transcode"]["job_id"]
+    # The promoter stored its position past this asset's upload_completed (after its effects).
+    completed = await _find_event(stack, "events.asset", asset_id,
+                                  await _event_id(pg, asset_id, "upload_completed"))
+    assert await eventually(lambda: _promoter_past(pg, completed.partition, completed.offset))
+
+
+async def _event_id(pg: Any, asset_id: str, kind: str) -> str:
     async with pg.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM consumer_offsets "
-                                   "WHERE consumer = 'worker.promoter'") >= 1
+        event_id = await conn.fetchval("SELECT event_id FROM asset_events WHERE asset_id = $1 "
+                                       "AND type = $2", asset_id, f"medialog.asset.{kind}")
+    assert event_id, f"no {kind} event of {asset_id}"
+    return str(event_id)
+
+
+async def _promoter_past(pg: Any, partition: int, offset: int) -> bool:
+    """Whether the promoter's stored offset on ``events.asset`` is at or past ``offset``."""
+    async with pg.acquire() as conn:
+        stored = await conn.fetchval(
+            "SELECT \"offset\" FROM consumer_offsets WHERE consumer = 'worker.promoter' "
+            "AND topic = 'events.asset' AND partition = $1", partition)
+    return stored is not None and stored >= offset
 
 
 async def _gone(s3: Any, bucket: str, key: str) -> bool:
@@ -191,48 +214,47 @@ async def test_redelivered_upload_completed_changes_nothing(http, stack, s3, pg)
     asset_id = await uploaded(alice)
     assert await alice.until_status(asset_id, PROMOTED_OR_BEYOND) in PROMOTED_OR_BEYOND
     master = await asyncio.to_thread(s3.head_object, Bucket="masters", Key=f"{asset_id}/original.mp4")
-    async with pg.acquire() as conn:
-        event_id = await conn.fetchval(
-            "SELECT event_id FROM asset_events WHERE asset_id = $1 "
-            "AND type = 'medialog.asset.upload_completed'", asset_id)
-        promoted_before = await conn.fetchval(
-            "SELECT count(*) FROM asset_events WHERE asset_id = $1 AND type = 'medialog.asset.promoted'",
-            asset_id)
-    assert promoted_before == 1
-    raw = await _find_event(stack, "events.asset", asset_id, event_id)
+    assert await _count_events(pg, asset_id, "promoted") == 1
+    completed = await _find_event(stack, "events.asset", asset_id,
+                                  await _event_id(pg, asset_id, "upload_completed"))
 
     # The same record again, at a new offset, as after a crash before the promoter stored its position.
     producer = AIOKafkaProducer(bootstrap_servers=stack.settings().kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        meta = await producer.send_and_wait("events.asset", raw, key=asset_id.encode())
+        meta = await producer.send_and_wait("events.asset", completed.value, key=asset_id.encode())
     finally:
         await producer.stop()
+    assert await eventually(lambda: _promoter_past(pg, meta.partition, meta.offset), 30), \
+        "the promoter did not handle the re-delivered event"
+    # The promoter sends its command (same key) before storing its position, so an edit sent now
+    # reaches the actor after it; once the edit is projected, so is any second promotion.
+    status, body = await alice.call("PATCH", f"/v1/assets/{asset_id}", json={"title": "Sentinel"})
+    assert status == 202 and body["command"]["projected"] is True, body
 
-    async def handled() -> bool:
+    assert await _count_events(pg, asset_id, "promoted") == 1
+
+    async def projection_saw_all() -> bool:  # the actor emitted nothing the projection skipped
         async with pg.acquire() as conn:
-            offset = await conn.fetchval(
-                "SELECT \"offset\" FROM consumer_offsets WHERE consumer = 'worker.promoter' "
-                "AND topic = 'events.asset' AND partition = $1", meta.partition)
-        return offset is not None and offset >= meta.offset
-    assert await eventually(handled, 30), "the promoter did not handle the re-delivered event"
-    await asyncio.sleep(1.0)  # a second promotion would be on its way to the projection by now
-
-    async with pg.acquire() as conn:
-        promoted_after = await conn.fetchval(
-            "SELECT count(*) FROM asset_events WHERE asset_id = $1 AND type = 'medialog.asset.promoted'",
-            asset_id)
-        snapshot_version = await conn.fetchval(
-            "SELECT version FROM actor_snapshots WHERE actor = 'asset' AND aggregate_id = $1", asset_id)
-        events = await conn.fetchval("SELECT count(*) FROM asset_events WHERE asset_id = $1", asset_id)
-    assert promoted_after == 1
-    assert snapshot_version == events  # the actor emitted nothing the projection has not seen
+            return bool(await conn.fetchval(
+                "SELECT (SELECT version FROM actor_snapshots WHERE actor = 'asset' "
+                "AND aggregate_id = $1) = (SELECT count(*) FROM asset_events WHERE asset_id = $1)",
+                asset_id))
+    assert await eventually(projection_saw_all)  # a transcode may still be adding events
     again = await asyncio.to_thread(s3.head_object, Bucket="masters", Key=f"{asset_id}/original.mp4")
     assert again["ETag"] == master["ETag"] and again["LastModified"] == master["LastModified"]
 
 
-async def _find_event(stack: Any, topic: str, key: str, event_id: str, timeout: float = 30) -> bytes:
-    """The exact bytes of an event on the log (read from the beginning: no end offsets)."""
+async def _count_events(pg: Any, asset_id: str, kind: str) -> int:
+    async with pg.acquire() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM asset_events WHERE asset_id = $1 "
+                                       "AND type = $2", asset_id, f"medialog.asset.{kind}"))
+
+
+async def _find_event(stack: Any, topic: str, key: str, event_id: str,
+                      timeout: float = 30) -> Any:
+    """The record of an event on the log, with its position (read from the beginning until
+    found)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings().kafka_bootstrap,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
@@ -247,7 +269,7 @@ async def _find_event(stack: Any, topic: str, key: str, event_id: str, timeout: 
             for records in batches.values():
                 for r in records:
                     if r.key == key.encode() and json.loads(r.value).get("id") == event_id:
-                        return bytes(r.value)
+                        return r
     finally:
         await consumer.stop()
     raise AssertionError(f"event {event_id} not found on {topic}")
@@ -273,13 +295,20 @@ async def test_only_the_owner_edits_and_deletes(http, stack, pg):
     status, body = await mallory.call("GET", f"/v1/assets/{asset_id}/history", wait=False)
     assert status == 403 and body["error"]["code"] == "NOT_OWNER"
 
-    await asyncio.sleep(0.5)
+    # The owner's edit (same key) is the sentinel: once it is projected, any command sent for
+    # the refused calls before it would have been decided and projected too.
+    status, body = await alice.call("PATCH", f"/v1/assets/{asset_id}",
+                                    json={"description": "Still mine."})
+    assert status == 202 and body["command"]["projected"] is True, body
     _, after = await alice.asset(asset_id)
     assert after["metadata"]["title"] == before["metadata"]["title"] == "A clip"
-    assert after["status"] != "deleted"
+    assert after["description"] == "Still mine." and after["status"] != "deleted"
     async with pg.acquire() as conn:  # refused at the edge: no command reached the actor
         assert await conn.fetchval(
             "SELECT count(*) FROM command_outcomes WHERE aggregate_id = $1 AND actor_id = ANY($2)",
+            asset_id, [mallory.user_id, admin.user_id]) == 0
+        assert await conn.fetchval(
+            "SELECT count(*) FROM asset_events WHERE asset_id = $1 AND actor_id = ANY($2)",
             asset_id, [mallory.user_id, admin.user_id]) == 0
 
 
@@ -372,6 +401,7 @@ async def test_an_expired_upload_is_hidden_and_its_staging_object_removed(http, 
     alice = Client(http, stack, user("alice"))
     asset_id = await alice.upload()
     staging_key = f"uploads/{alice.user_id}/{asset_id}/original.mp4"
+    assert await exists(s3, "staging", staging_key)
     _, asset = await alice.asset(asset_id)
     expires = datetime.fromisoformat(asset["upload_expires_at"].replace("Z", "+00:00"))
     grace = stack.settings().upload_grace_s
@@ -429,7 +459,7 @@ async def _send_and_wait(stack: Any, http: Any, who: Client, asset_id: str, comm
 # -- queries -----------------------------------------------------------------------------------
 
 
-async def test_listing_filters_sorts_pages_and_hides_what_others_may_not_see(http, stack, pg):
+async def test_listing_filters_sorts_pages_and_hides_what_others_may_not_see(http, stack):
     owner = Client(http, stack, user("lister"))
     viewer, anon = Client(http, stack, user("viewer"), "viewer"), Client(http, stack, None)
     tag = f"t{uuid.uuid4().hex[:8]}"
@@ -471,16 +501,30 @@ async def test_listing_filters_sorts_pages_and_hides_what_others_may_not_see(htt
     assert (await viewer.asset(ids["d"]))[0] == 404 and (await anon.asset(ids["d"]))[0] == 404
     assert (await viewer.asset(ids["e"]))[0] == 404
 
-    async with pg.acquire() as conn:
-        await conn.executemany(
-            "INSERT INTO asset_stats (asset_id, view_count, like_count) VALUES ($1, $2, $3) "
-            "ON CONFLICT (asset_id) DO UPDATE SET view_count = EXCLUDED.view_count, "
-            "like_count = EXCLUDED.like_count",
-            [(ids["b"], 5, 1), (ids["a"], 2, 9)])
+    # Counters from real engagement: b has more views, a more likes.
+    wanted = {"a": {"views": 1, "likes": 2}, "b": {"views": 2, "likes": 1}}
+    for name, figures in wanted.items():
+        for i in range(figures["views"]):  # one report over the 10 s threshold: one view
+            status, body = await viewer.call("POST", f"/v1/assets/{ids[name]}/views", wait=False,
+                                             json={"session_id": f"s-{name}-{i}-{tag}",
+                                                   "watch_seconds": 12})
+            assert status == 202, body
+        for i in range(figures["likes"]):
+            fan = Client(http, stack, user(f"fan{i}"), "viewer")
+            status, body = await fan.call("PUT", f"/v1/assets/{ids[name]}/like")
+            assert status == 200 and body["liked"] is True, body
+
+    async def stats() -> dict[str, Any]:
+        return {name: (await owner.asset(ids[name]))[1]["stats"] for name in wanted}
+    assert await eventually(lambda: _true_if(stats, wanted)), await stats()
     assert await names(owner, sort="-views") == ["b", "a", "e", "d", "c"]
     assert await names(owner, sort="-likes") == ["a", "b", "e", "d", "c"]
-    _, one = await owner.asset(ids["a"])
-    assert one["stats"] == {"views": 2, "likes": 9}
+
+
+async def _true_if(read: Any, wanted: Any) -> Any:
+    """``read()`` if it equals ``wanted``, else None (for ``eventually``)."""
+    value = await read()
+    return value if value == wanted else None
 
 
 @pytest.mark.parametrize("params, field", [

@@ -6,9 +6,10 @@
   count is decided later by the projection (``medialog.domain.views``). Reports share the api's
   one producer, so concurrent requests share its batches (linger).
 * ``PUT`` / ``DELETE /v1/assets/{id}/like`` — signed in, any role: a ``Like``/``Unlike``
-  command to the engagement actor. With ``Prefer: wait=N`` the answer waits for the outcome to
-  be projected and is ``200 {liked, like_count, …}``; otherwise (or if not settled in time)
-  ``202 {liked: <asked>, command_id}``. Repeating a like is an accepted no-op.
+  command to the engagement actor. The answer waits for the outcome to be projected
+  (``LIKE_WAIT_S``, or ``Prefer: wait=N``) and is ``200 {liked, like_count, …}``; if it is not
+  settled in time, or with ``Prefer: wait=0``, ``202 {liked: <asked>, command_id}``. Repeating
+  a like is an accepted no-op: 200 again.
 * ``GET /v1/assets/{id}/stats`` — signed in or anonymous: ``view_count``, ``like_count``,
   ``watch_seconds_total`` and, when signed in, ``liked_by_me``.
 
@@ -58,6 +59,7 @@ class EngagementDeps:
 
 
 ENGAGEMENT = web.AppKey("engagement", EngagementDeps)
+LIKE_WAIT_S = 10.0  # how long a like waits for its outcome when the client did not say
 
 
 async def engagement_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -111,12 +113,13 @@ async def _set_like(request: web.Request, like: bool) -> web.Response:
     meta = command_meta(request, who, cmd_id, datetime.now(UTC))
     await send_command(request.app, "commands.engagement", key, command, meta)
     body: dict[str, object] = {"asset_id": asset.asset_id, "liked": like, "command_id": cmd_id}
-    wait = prefer_wait(request)
+    asked = prefer_wait(request)
+    wait = LIKE_WAIT_S if asked is None else asked
     if not wait:
         return web.json_response(body, status=202)
     result = await outcome(request.app, cmd_id, wait)
     body["command"] = result.to_json()
-    headers = {"Preference-Applied": f"wait={wait:g}"}
+    headers = {} if asked is None else {"Preference-Applied": f"wait={wait:g}"}
     if not (result.status == "accepted" and result.settled):
         return web.json_response(body, status=202, headers=headers)
     stats = await fetch_stats(request.app[keys.PG], asset.asset_id, key)
