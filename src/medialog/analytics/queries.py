@@ -50,7 +50,9 @@ FROM events FINAL WHERE type IN ('medialog.asset.upload_requested', 'medialog.as
 _PLAYBACK = """SELECT __T__ count() FROM events FINAL
 WHERE type = 'medialog.access.playback_issued' AND __WHERE__ AND """ + _RANGE
 _USERS = """SELECT __T__ uniqExact(u) FROM (
-  SELECT time, actor_id AS u FROM events WHERE actor_roles != '' AND """ + _RANGE + """
+  SELECT time, actor_id AS u FROM events
+    WHERE actor_roles != '' AND NOT has(splitByChar(',', actor_roles), 'system')
+      AND """ + _RANGE + """
   UNION ALL SELECT time, viewer_key FROM views WHERE signed_in = 1 AND """ + _RANGE + """
   UNION ALL SELECT time, JSONExtractString(data, 'user_id') FROM events
     WHERE type = 'medialog.access.playback_issued' AND """ + _RANGE + """
@@ -71,14 +73,14 @@ GROUP BY bucket"""
 # predates the field means public), and no asset.deleted.
 _VISIBLE = """SELECT subject FROM events FINAL
 WHERE type IN ('medialog.asset.upload_requested', 'medialog.asset.metadata_updated',
-               'medialog.asset.deleted')
+               'medialog.asset.deleted', 'medialog.asset.upload_expired')
 GROUP BY subject
 HAVING argMaxIf(if(type = 'medialog.asset.upload_requested' AND NOT JSONHas(data, 'visibility'),
                    'public', JSONExtractString(data, 'visibility')),
                 assumeNotNull(sequence),
                 type = 'medialog.asset.upload_requested'
                   OR JSONExtractString(data, 'visibility') != '') = 'public'
-   AND countIf(type = 'medialog.asset.deleted') = 0"""
+   AND countIf(type IN ('medialog.asset.deleted', 'medialog.asset.upload_expired')) = 0"""
 # Engagement events are keyed "{asset}/{user}"; the asset is read from the payload.
 _ASSET_OF_LIKE = "JSONExtractString(data, 'asset_id')"
 _AGE = "dateDiff('millisecond', time, {now:DateTime64(3, 'UTC')}) / 1000.0 / {tau:Float64}"

@@ -7,6 +7,7 @@ and it lists only public, not deleted assets."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from medialog.api.assets import parse_asset_id
 from medialog.api.auth import ADMIN, require
 from medialog.api.requests import principal
 from medialog.domain.errors import Forbidden, NotFound
+from medialog.domain.view_reports import HIDDEN_FROM_OTHERS
 
 
 def _now() -> datetime:
@@ -53,20 +55,28 @@ async def overview(request: web.Request) -> web.Response:
     return web.json_response(await queries.overview_report(request.app[keys.ANALYTICS], rng))
 
 
+# Trending ranks from ClickHouse, which may lag the log; each item is shown only if the
+# PostgreSQL read model (what GET /v1/assets/{id} answers from) also lists it for anyone: public
+# and not hidden from others, so an asset made private or deleted leaves the list as soon as the
+# api hides it. Twice the limit is ranked, so that items hidden here leave room for the next.
+_SHOWN = ("SELECT asset_id, owner_id, title FROM assets WHERE asset_id = ANY($1::text[]) "
+          "AND visibility = 'public' AND status <> ALL($2::text[])")
+
+
 async def trending(request: web.Request) -> web.Response:
     q = params.parse_trending(request.query, _now())
-    items = await queries.trending(request.app[keys.ANALYTICS], q)
-    if items:
+    ranked = await queries.trending(request.app[keys.ANALYTICS], replace(q, limit=q.limit * 2))
+    items: list[dict[str, object]] = []
+    if ranked:
         async with request.app[keys.PG].acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT asset_id, owner_id, title FROM assets WHERE asset_id = ANY($1::text[])",
-                [i["asset_id"] for i in items],
-            )
-        known = {r["asset_id"]: r for r in rows}
-        for item in items:
-            row = known.get(item["asset_id"])
-            item["owner_id"] = row["owner_id"] if row else None
-            item["title"] = row["title"] if row else None
+            rows = await conn.fetch(_SHOWN, [i["asset_id"] for i in ranked],
+                                    sorted(HIDDEN_FROM_OTHERS))
+        shown = {r["asset_id"]: r for r in rows}
+        for item in ranked:
+            row = shown.get(item["asset_id"])
+            if row is not None and len(items) < q.limit:
+                items.append({**item, "rank": len(items) + 1, "owner_id": row["owner_id"],
+                              "title": row["title"]})
     return web.json_response({
         "window": q.window, "generated_at": q.now.isoformat().replace("+00:00", "Z"),
         "items": items,

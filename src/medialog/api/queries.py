@@ -24,9 +24,8 @@ from medialog.domain.asset import AssetStatus
 from medialog.domain.errors import ValidationError
 from medialog.domain.metadata import TAG_MAX, VISIBILITIES
 from medialog.domain.uploads import check_text
+from medialog.domain.view_reports import GONE_STATUSES, HIDDEN_FROM_OTHERS
 
-GONE = ("expired", "deleted")
-HIDDEN_FROM_OTHERS = ("awaiting_upload", *GONE)
 STATUSES = tuple(s.value for s in AssetStatus if s is not AssetStatus.NEW)
 # sort parameter → ORDER BY (the asset id last, so pages are stable)
 SORTS: dict[str, str] = {
@@ -165,7 +164,7 @@ def list_where(query: ListQuery, viewer: Viewer) -> tuple[str, list[Any]]:
         conds.append("a.status NOT IN ('expired', 'deleted')")
     if not viewer.is_admin:
         me = arg(viewer.user_id)  # NULL for anonymous callers: never equal to an owner
-        if query.status in GONE:
+        if query.status in GONE_STATUSES:
             conds.append(f"a.owner_id = {me}")
         else:
             conds.append(f"(a.owner_id = {me} OR (a.visibility = 'public' "

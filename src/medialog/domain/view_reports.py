@@ -19,7 +19,9 @@ UNKNOWN_DURATION_MAX_S = 600.0  # … or this much when the duration is not know
 DEVICE_MAX = 64
 REFERRER_MAX = 1024
 FIELDS = frozenset({"session_id", "watch_seconds", "position", "device", "country", "referrer"})
-GONE_STATUSES = frozenset({"deleted", "expired"})
+GONE_STATUSES = frozenset({"deleted", "expired"})  # gone for everyone, owners too
+# Not shown to anyone but the owner and admins by GET /v1/assets/{id}: nothing there yet, or gone
+HIDDEN_FROM_OTHERS = GONE_STATUSES | {"awaiting_upload"}
 # ISO 3166-1 alpha-2, officially assigned codes (249).
 _COUNTRY_CODES = """
 AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
