@@ -3,6 +3,7 @@ session as a real ``medialog dev`` process (so restarts and kills are real too).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ from medialog.config import Settings
 from medialog.issuer import key_id, load_private_key, mint_token
 
 READY_TIMEOUT_S = 180
+START_ATTEMPTS = 3  # a start is retried only when its api port was taken before the bind
+REAP_TIMEOUT_S = 15
 
 
 def _free_port() -> int:
@@ -32,30 +35,55 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class DevStack:
-    """A ``medialog dev`` process on its own data directory and api port."""
+class _PortTaken(RuntimeError):
+    """Another process bound the api port between its choice and ``medialog dev``'s bind."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+
+class DevStack:
+    """A ``medialog dev`` process on its own data directory, on a fresh api port each start."""
+
+    def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "dev.log"
 
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> None:
+        """Start ``medialog dev`` and wait until it is ready. On any failure, kill the process
+        group, reap what it started and raise. The api port is chosen before ``medialog dev``
+        binds it; if someone else took it meanwhile, the start is retried on another port."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self.port = _free_port()
+            try:
+                self._launch_and_wait()
+                return
+            except BaseException as exc:
+                if self.proc is not None:
+                    self.stop(signal.SIGKILL)
+                if attempt == START_ATTEMPTS or not isinstance(exc, _PortTaken):
+                    raise
+
+    def _launch_and_wait(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIALOG_")}
         env["MEDIALOG_LOG_LEVEL"] = "INFO"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "medialog", "dev", "--data-dir", str(self.data_dir),
-             "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        log.close()
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "medialog", "dev", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"medialog dev exited {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"medialog dev exited {self.proc.returncode}:\n{self.log_tail()}")
+            if self._port_taken(log_offset):  # medialog dev does not exit then: it hangs
+                raise _PortTaken(f"api port {self.port} is in use:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/health/ready", timeout=5) as r:
                     if r.status == 200:
@@ -65,21 +93,33 @@ class DevStack:
             time.sleep(0.5)
         raise RuntimeError(f"medialog dev not ready in {READY_TIMEOUT_S}s:\n{self.log_tail()}")
 
+    def _port_taken(self, log_offset: int) -> bool:
+        """Whether this start's output (from ``log_offset``) has asyncio's bind error for the
+        api port."""
+        with open(self.log_path, "rb") as log:
+            log.seek(log_offset)
+            output = log.read().decode(errors="replace")
+        return f"bind on address ('127.0.0.1', {self.port}): address already in use" in output
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 90) -> int:
-        """Stop the whole process group (the app and the services it started)."""
-        assert self.proc is not None
-        if sig == signal.SIGKILL:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """Stop the app with ``sig`` (SIGKILL: its whole process group) and return its exit code.
+        The group is SIGKILLed when a graceful stop times out. Whenever a SIGKILL was sent, the
+        services living in sessions of their own are reaped too (``_reap_leftovers``)."""
+        proc, self.proc = self.proc, None
+        assert proc is not None
+        killed = sig == signal.SIGKILL
+        if killed:
+            _kill_group(proc.pid)
         else:
-            self.proc.send_signal(sig)
+            proc.send_signal(sig)
         try:
-            code = self.proc.wait(timeout)
+            code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            code = self.proc.wait(30)
-        if sig == signal.SIGKILL:
-            _reap_group_leftovers(self.data_dir)
-        self.proc = None
+            _kill_group(proc.pid)
+            killed = True
+            code = proc.wait(30)
+        if killed:
+            _reap_leftovers(self.data_dir)
         return code
 
     def log_tail(self, n: int = 60) -> str:
@@ -118,32 +158,76 @@ class DevStack:
                           headers={"kid": key_id(key.public_key())})
 
 
-def _reap_group_leftovers(data_dir: Path) -> None:
-    """After a SIGKILL of the group, PostgreSQL (own session via pg_ctl) may survive: stop it."""
-    pgdata = data_dir / "postgres" / "data"
-    pid_file = pgdata / "postmaster.pid"
-    if pid_file.exists():
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # every member already gone
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _processes_in(data_dir: Path) -> dict[int, str]:
+    """Live processes working in ``data_dir`` (their cwd is in it, or their command line names
+    it), with their command lines. PostgreSQL, SeaweedFS and tansu all run from inside it."""
+    root = str(data_dir.resolve())
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
         try:
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
-        except (OSError, ValueError):
-            pass
-        for _ in range(100):
-            if not pid_file.exists():
-                break
-            time.sleep(0.1)
+            cwd = os.readlink(f"/proc/{entry}/cwd")  # fails for zombies: they hold nothing
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + "/") or root in cmdline:
+            found[int(entry)] = cmdline.strip()
+    return found
+
+
+def _wait_gone(data_dir: Path, timeout: float) -> dict[int, str]:
+    """``_processes_in(data_dir)`` once it is empty, or what is left after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := _processes_in(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def _reap_leftovers(data_dir: Path) -> None:
+    """After a SIGKILL of the group, stop what outlived it and raise if anything survives.
+
+    PostgreSQL runs in a session of its own (``pg_ctl``): it gets SIGQUIT, its immediate
+    shutdown. SeaweedFS and tansu get SIGTERM from the kernel when their parent dies; an ffmpeg
+    of the transcoder may still run. Whatever is still there after ``REAP_TIMEOUT_S`` is
+    SIGKILLed."""
+    pid_file = data_dir / "postgres" / "data" / "postmaster.pid"
+    try:
+        postmaster = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        postmaster = None
+    if postmaster in _processes_in(data_dir):  # not a stale file whose pid was reused
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGQUIT)
+    left = _wait_gone(data_dir, REAP_TIMEOUT_S)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    left = _wait_gone(data_dir, 5)
+    if left:
+        raise RuntimeError(
+            f"processes of the killed stack in {data_dir} survive SIGKILL: {left} "
+            f"(PostgreSQL's {pid_file}: postmaster pid {postmaster})")
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[DevStack]:
     data_dir = Path(tempfile.mkdtemp(prefix="medialog-test-"))
     data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    dev = DevStack(data_dir, _free_port())
-    dev.start()
-    yield dev
-    if dev.proc is not None:
-        dev.stop()
-    if os.environ.get("MEDIALOG_KEEP_TEST_DATA") != "1":
-        subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+    dev = DevStack(data_dir)
+    try:
+        dev.start()  # cleans up its own processes when it fails
+        yield dev
+        if dev.proc is not None:
+            dev.stop()
+    finally:
+        if os.environ.get("MEDIALOG_KEEP_TEST_DATA") != "1":
+            subprocess.run(["rm", "-rf", str(data_dir)], check=False)
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 pytestmark = pytest.mark.integration
 
 CLIP = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 16
+LOG_READ_TIMEOUT_S = 60
 
 
 def auth(token: str, **extra: str) -> dict[str, str]:
@@ -52,21 +53,26 @@ def roles_process(dev_pid: int) -> int:
     return found[0]
 
 
+async def readiness_until(http, stack, wanted, timeout: float) -> None:
+    """Poll ``/health/ready`` until ``wanted(status, roles' status)``; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with http.get(f"{stack.base_url}/health/ready") as r:
+            status, body = r.status, await r.json()
+        if wanted(status, body["dependencies"]["roles"]["status"]):
+            return
+        assert time.monotonic() < deadline, (status, body, stack.log_tail())
+        await asyncio.sleep(0.1)
+
+
 async def test_a_crashed_roles_process_is_started_again(http, stack):
     """The dev process reports the crash in its readiness, starts the roles again, and the
     pipeline the child carries (the asset actor, the projections) works again."""
     crashed = roles_process(stack.proc.pid)
     os.kill(crashed, signal.SIGKILL)
-    await asyncio.sleep(0.3)
-    async with http.get(f"{stack.base_url}/health/ready") as r:
-        assert r.status == 503 and (await r.json())["dependencies"]["roles"]["status"] == "down"
-    deadline = time.monotonic() + 120
-    while True:
-        async with http.get(f"{stack.base_url}/health/ready") as r:
-            if r.status == 200:
-                break
-        assert time.monotonic() < deadline, stack.log_tail()
-        await asyncio.sleep(0.5)
+    await readiness_until(http, stack, lambda status, roles: (status, roles) == (503, "down"),
+                          timeout=30)
+    await readiness_until(http, stack, lambda status, roles: status == 200, timeout=120)
     assert roles_process(stack.proc.pid) != crashed
     status, body = await request_upload(http, stack, user="dora")
     assert status == 202 and body["command"]["projected"] is True
@@ -120,25 +126,41 @@ async def test_upload_put_and_read_back(http, stack):
     assert outcome["status"] == "accepted" and len(outcome["events"]) == 1
 
 
+async def read_log(stack, topic: str) -> list[ConsumerRecord]:
+    """Every record of ``topic``, from the beginning to at least the end of the log at the call.
+    That end is the high watermark of the first fetch: tansu's ListOffsets (``end_offsets``)
+    answers less than the end (INFRA.md)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings().kafka_bootstrap,
+                                enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        assert topic in await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + LOG_READ_TIMEOUT_S
+        for tp in partitions:
+            end = None
+            while end is None or await consumer.position(tp) < end:
+                assert time.monotonic() < deadline, f"{tp} not read up to its end ({end})"
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                records += batch.get(tp, [])
+                end = end if end is not None else consumer.highwater(tp)
+    finally:
+        await consumer.stop()
+    return records
+
+
 async def test_the_projection_stores_rows_and_offsets_together(stack, http):
     status, body = await request_upload(http, stack)
     assert status == 202
     event_id = body["command"]["events"][0]
-    # Find the event on the log itself: its partition and offset.
-    consumer = AIOKafkaConsumer("events.asset", bootstrap_servers=stack.settings().kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    found = None
-    try:
-        while found is None:
-            batches = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), 30)
-            for tp, records in batches.items():
-                for rec in records:
-                    if json.loads(rec.value)["id"] == event_id:
-                        found = (tp.partition, rec.offset, rec.key.decode())
-    finally:
-        await consumer.stop()
-    partition, offset, key = found
+    # Find the event on the log itself (it was appended before the 202): partition and offset.
+    found = [(r.partition, r.offset, r.key.decode()) for r in await read_log(stack, "events.asset")
+             if json.loads(r.value)["id"] == event_id]
+    assert len(found) == 1, found
+    partition, offset, key = found[0]
     assert key == body["asset_id"]
     conn = await asyncpg.connect(stack.settings().postgres_dsn.get_secret_value())
     try:
@@ -202,6 +224,20 @@ async def test_an_idempotency_key_reused_for_another_request_is_refused(http, st
         assert r.status == 202 and (await r.json())["asset_id"] != created["asset_id"]
 
 
+@pytest.fixture(scope="module")
+async def one_partition_logs(stack) -> None:
+    """The sentinel checks below rely on the order of one partition: the stack's command and
+    event topics have one each, so a later command is decided and projected after any earlier."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings().kafka_bootstrap)
+    await consumer.start()
+    try:
+        assert {"commands.asset", "events.asset"} <= await consumer.topics()
+        for topic in ("commands.asset", "events.asset"):
+            assert consumer.partitions_for_topic(topic) == {0}, topic
+    finally:
+        await consumer.stop()
+
+
 @pytest.mark.parametrize(
     "headers_for, body, status, code",
     [
@@ -214,8 +250,8 @@ async def test_an_idempotency_key_reused_for_another_request_is_refused(http, st
         (lambda s, u: auth(s.token(u, "creator", ttl_s=-120)), None, 401, "TOKEN_EXPIRED"),
     ],
 )
-async def test_bad_requests_get_a_coded_4xx_and_change_nothing(http, stack, headers_for, body,
-                                                              status, code):
+async def test_bad_requests_get_a_coded_4xx_and_change_nothing(http, stack, one_partition_logs,
+                                                              headers_for, body, status, code):
     user = f"bad-{uuid.uuid4().hex[:8]}"  # other tests' background work must not count here
     payload = {"filename": "x.mp4", "content_type": "video/mp4", "size_bytes": 10, **(body or {})}
     async with http.post(f"{stack.base_url}/v1/uploads", json=payload,
@@ -223,14 +259,19 @@ async def test_bad_requests_get_a_coded_4xx_and_change_nothing(http, stack, head
         assert r.status == status
         error = (await r.json())["error"]
     assert error["code"] == code and error["message"]
-    await asyncio.sleep(1.0)  # had a command been sent, the actor would have recorded it by now
+    # A sentinel sent after the refusal: once it is decided and projected, so would be any
+    # command the refused request had sent (same partition, earlier).
+    sent, sentinel = await request_upload(http, stack, user=user)
+    assert sent == 202 and sentinel["command"]["projected"] is True, sentinel
     conn = await asyncpg.connect(stack.settings().postgres_dsn.get_secret_value())
     try:
-        assert await conn.fetchval(
-            "SELECT count(*) FROM command_outcomes WHERE actor_id = $1", user) == 0
-        assert await conn.fetchval("SELECT count(*) FROM assets WHERE owner_id = $1", user) == 0
+        decided = await conn.fetch(
+            "SELECT command_id FROM command_outcomes WHERE actor_id = $1", user)
+        owned = await conn.fetch("SELECT asset_id FROM assets WHERE owner_id = $1", user)
     finally:
         await conn.close()
+    assert [r["command_id"] for r in decided] == [sentinel["command_id"]]
+    assert [r["asset_id"] for r in owned] == [sentinel["asset_id"]]
 
 
 async def test_malformed_json_and_unknown_routes_share_the_error_shape(http, stack):
@@ -244,8 +285,10 @@ async def test_malformed_json_and_unknown_routes_share_the_error_shape(http, sta
 async def test_asset_survives_a_restart_of_the_whole_stack(http, stack):
     status, body = await request_upload(http, stack, user="carol")
     assert status == 202
-    assert stack.stop() == 0, stack.log_tail()
-    stack.start()
+    try:
+        assert stack.stop() == 0, stack.log_tail()
+    finally:  # the stack is shared: later tests need it whatever happened here
+        stack.start()
     async with http.get(f"{stack.base_url}/v1/assets/{body['asset_id']}",
                         headers=auth(stack.token("carol", "creator"))) as r:
         assert r.status == 200
