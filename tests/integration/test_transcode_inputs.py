@@ -12,7 +12,6 @@ Needs only the ffmpeg binaries (no services); each case is a small lavfi clip.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +23,7 @@ from streams.transcode.ffmpeg_runner import TranscodeError, run_ffmpeg
 from streams.transcode.ladder import plan_ladder
 from streams.transcode.pipeline import ladder_args, thumbnail_args, transcode
 from streams.transcode.probe import ALL_FORMATS, FORMATS_BY_TYPE, probe
+from tests.media_tools import ffmpeg, ffprobe
 
 pytestmark = [
     pytest.mark.integration,
@@ -62,24 +62,8 @@ GENUINE: dict[str, list[str]] = {
 EXTENSIONS = sorted({ext for _kind, ext in ALLOWED_TYPES.values()})
 
 
-def _ffmpeg(*args: str) -> None:
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
-        check=True,
-        timeout=120,
-    )
 
 
-def _plain_ffprobe(path: Path) -> dict[str, object]:
-    """ffprobe as it was called before the fix: no format or protocol whitelist."""
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    ).stdout
-    result: dict[str, object] = json.loads(out)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +72,8 @@ def secret(tmp_path_factory: pytest.TempPathFactory) -> Path:
     the same clip as ``secret.mp4`` next to it."""
     root = tmp_path_factory.mktemp("worker")
     ts = root / "secret.ts"
-    _ffmpeg(*_VIDEO, *_X264, str(ts))
-    _ffmpeg("-i", str(ts), "-c", "copy", str(root / "secret.mp4"))
+    ffmpeg(*_VIDEO, *_X264, str(ts))
+    ffmpeg("-i", str(ts), "-c", "copy", str(root / "secret.mp4"))
     return ts
 
 
@@ -114,7 +98,7 @@ async def test_the_exploit_is_real_without_a_whitelist(secret: Path, exploit: st
     are not refusals of a broken file)."""
     src = secret.parent / f"{exploit}.mp4"
     src.write_text(_exploits(secret)[exploit])
-    probed = _plain_ffprobe(src)
+    probed = ffprobe(src)
     fmt = probed["format"]
     assert isinstance(fmt, dict) and fmt["format_name"] in {"hls", "concat"}
     streams = probed["streams"]
@@ -177,7 +161,7 @@ async def test_ffmpeg_itself_opens_only_the_probed_demuxer(secret: Path, tmp_pat
     assert not thumb.exists()
 
 
-async def test_every_allowed_demuxer_exists_in_this_ffmpeg() -> None:
+def test_every_allowed_demuxer_exists_in_this_ffmpeg() -> None:
     """A typo in FORMATS_BY_TYPE would silently refuse that type's genuine uploads."""
     out = subprocess.run(
         ["ffprobe", "-hide_banner", "-demuxers"], check=True, capture_output=True, text=True
@@ -195,7 +179,7 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for ext in EXTENSIONS:
         (root / ext).mkdir()
         files[ext] = root / ext / f"source.{ext}"
-        _ffmpeg(*GENUINE[ext], str(files[ext]))
+        ffmpeg(*GENUINE[ext], str(files[ext]))
     return files
 
 

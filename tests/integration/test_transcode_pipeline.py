@@ -7,11 +7,9 @@ them. Each transcode here is a few seconds of CPU.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from streams.transcode.ffmpeg_runner import TranscodeError
 from streams.transcode.ladder import Rung
 from streams.transcode.pipeline import TranscodeResult, transcode
+from tests.media_tools import ffmpeg, ffprobe
 
 pytestmark = pytest.mark.integration
 
@@ -28,23 +27,8 @@ LONG_LOOPS = 14  # the long source is the clip played 1 + LONG_LOOPS times: 60 s
 PROCESS_WAIT_S = 60
 
 
-def _ffmpeg(*args: str) -> None:
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
-        check=True,
-        timeout=120,
-    )
 
 
-def _ffprobe(path: Path) -> dict[str, object]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    ).stdout
-    result: dict[str, object] = json.loads(out)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +43,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "image": root / "still.png",
         "corrupt": root / "corrupt.mp4",
     }
-    _ffmpeg(
+    ffmpeg(
         "-f",
         "lavfi",
         "-i",
@@ -79,7 +63,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "-shortest",
         str(files["video"]),
     )
-    _ffmpeg(
+    ffmpeg(
         "-f",
         "lavfi",
         "-i",
@@ -88,16 +72,16 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "aac",
         str(files["audio"]),
     )
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=800x600", "-frames:v", "1", str(files["image"]))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=800x600", "-frames:v", "1", str(files["image"]))
     files["corrupt"].write_bytes(random.Random(7).randbytes(200_000))
     # A valid header (moov first) whose media data stops halfway: ffmpeg itself exits 0 on it.
     faststart = root / "faststart.mp4"
-    _ffmpeg("-i", str(files["video"]), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    ffmpeg("-i", str(files["video"]), "-c", "copy", "-movflags", "+faststart", str(faststart))
     files["truncated"] = root / "truncated.mp4"
     files["truncated"].write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 2])
     # Long enough that no rung finishes within the short timeouts below (copied, not encoded).
     files["long"] = root / "long.mp4"
-    _ffmpeg("-stream_loop", str(LONG_LOOPS), "-i", str(files["video"]), "-c", "copy",
+    ffmpeg("-stream_loop", str(LONG_LOOPS), "-i", str(files["video"]), "-c", "copy",
             str(files["long"]))
     return files
 
@@ -180,14 +164,14 @@ async def test_video_ladder_lowest_rung_first_and_playable(
         assert all((out / "hls" / rung.name / s).stat().st_size > 0 for s in segments)
 
     # ffprobe opens the master and follows the relative variant URIs.
-    probed = _ffprobe(out / "hls" / "master.m3u8")
+    probed = ffprobe(out / "hls" / "master.m3u8")
     streams = probed["streams"]
     assert isinstance(streams, list)
     sizes = {(s["width"], s["height"]) for s in streams if s["codec_type"] == "video"}
     assert sizes == {(1280, 720), (854, 480), (640, 360)}
     assert {s["codec_name"] for s in streams if s["codec_type"] == "audio"} == {"aac"}
 
-    thumb = _ffprobe(out / "thumb.jpg")["streams"]
+    thumb = ffprobe(out / "thumb.jpg")["streams"]
     assert isinstance(thumb, list)
     assert (thumb[0]["codec_name"], thumb[0]["width"], thumb[0]["height"]) == ("mjpeg", 640, 360)
 
@@ -225,7 +209,7 @@ async def test_audio_gets_two_aac_renditions(media: dict[str, Path], tmp_path: P
     master = (tmp_path / "hls" / "master.m3u8").read_text()
     assert _variants(master) == ["a128k/index.m3u8", "a64k/index.m3u8"]
     assert 'CODECS="mp4a.40.2"' in master and "RESOLUTION" not in master
-    streams = _ffprobe(tmp_path / "hls" / "master.m3u8")["streams"]
+    streams = ffprobe(tmp_path / "hls" / "master.m3u8")["streams"]
     assert isinstance(streams, list)
     assert {s["codec_name"] for s in streams} == {"aac"}
 
@@ -236,7 +220,7 @@ async def test_image_gets_only_a_thumbnail(media: dict[str, Path], tmp_path: Pat
     )
     assert (result.kind, result.renditions, result.master_key) == ("image", (), None)
     assert not (tmp_path / "hls" / "master.m3u8").exists()
-    thumb = _ffprobe(tmp_path / "thumb.jpg")["streams"]
+    thumb = ffprobe(tmp_path / "thumb.jpg")["streams"]
     assert isinstance(thumb, list)
     assert (thumb[0]["width"], thumb[0]["height"]) == (640, 480)
 
