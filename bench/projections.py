@@ -19,6 +19,9 @@ when it is not met).
 **PostgreSQL half.** Our counters projection (``engagement_pg.EngagementProjection``) on the
 view and like events of the same workload vs a raw asyncpg ``COPY`` of one row per event; see
 ``postgres_half``.
+
+Both halves cut the log into batches as large as their agent takes at most (``take_events``:
+ClickHouse ``BATCH_SIZE``, PostgreSQL ``BATCH_MAX``), the raw side into the same batches.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from medialog.envelope import decode_event, encode_event, make_event, payload_js
 from medialog.migrate import statements
 from medialog.resources import schemas_dir
 from medialog.tracking import Position
+from projections.clickhouse import BATCH_SIZE as CH_BATCH
 from projections.clickhouse import ClickHouseProjection
 from projections.clickhouse_rows import (
     EVENT_COLUMNS,
@@ -66,6 +70,7 @@ from projections.clickhouse_rows import (
     ViewRecord,
     event_row,
 )
+from projections.engagement_pg import BATCH_MAX as PG_BATCH
 
 GOAL = 0.5
 PARTITIONS = 4
@@ -203,7 +208,8 @@ def clickhouse_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
 
 def postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
     """Our PostgreSQL counters projection — ``EngagementProjection.apply_batch``, exactly what
-    the agent runs per ``take_events`` batch: decode, lock positions, take the touched sessions'
+    the agent runs per ``take_events`` batch: read the records (the fold's tolerant reader),
+    lock positions, take the touched sessions'
     and likes' rows (from the projection's row cache when it can vouch for them, else read),
     fold each session through the counting rule, upsert sessions, likes and ``asset_stats`` and
     advance positions in one statement, commit; each repeat starts a new projection (cold, as a
@@ -298,13 +304,15 @@ def report(name: str, ours: float, raw: float) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per repeat")
-    parser.add_argument("--batch", type=int, default=1000, help="events per batch (the agents take up to 1000 and 2000; "
-                        "the PostgreSQL ratio is the same at 2000)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="events per batch (default: what each agent takes at most, "
+                        f"{CH_BATCH} for ClickHouse, {PG_BATCH} for PostgreSQL)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats; the best is reported")
     args = parser.parse_args(argv)
     tune_gc()  # as `medialog run`/`dev` do at start-up: same process settings on both sides
-    ok = report("clickhouse", *clickhouse_half(args.events, args.batch, max(1, args.repeats)))
-    pg = postgres_half(args.events, args.batch, max(1, args.repeats))
+    repeats = max(1, args.repeats)
+    ok = report("clickhouse", *clickhouse_half(args.events, args.batch or CH_BATCH, repeats))
+    pg = postgres_half(args.events, args.batch or PG_BATCH, repeats)
     ok = report("postgresql", *pg) and ok
     return 0 if ok else 1
 

@@ -41,9 +41,10 @@ from projections.engagement_fold import (
     LikeWrite,
     Part,
     SessionKey,
-    decoding,
     fold_likes,
     fold_views,
+    read_event,
+    reading,
     touched,
 )
 from projections.runner import (
@@ -82,7 +83,7 @@ def make_apply(rule: ViewRule) -> Apply:
     the folds in Python, one statement writing sessions, likes, counters (and the notify)."""
 
     async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
-        t = touched((r.position, r.event, r.payload) for r in records)
+        t = touched((r.position, read_event(r.event, r.payload)) for r in records)
         if not t.views and not t.likes:
             return
         states, current = await _read(conn, t.views, t.like_part)
@@ -134,11 +135,11 @@ class EngagementProjection:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(_GATE)  # a rebuild in progress: wait until it is done
             stored, t = await overlapped(tracking.lock_stored(conn, NAME, parts),
-                                         partial(touched, decoding(batch)))
+                                         partial(touched, reading(batch)))
             self._sessions.check(stored)
             self._likes.check(stored)
             if any(stored[part].offset >= offset for part, offset in t.first.items()):
-                t = touched(decoding(batch, stored))  # re-delivered records: skip them
+                t = touched(reading(batch, stored))  # re-delivered records: skip them
             for position in t.undecodable:
                 log.error("projection %s: skipping undecodable record at %s", NAME, position)
             states, missing = self._sessions.split(t.session_part)
