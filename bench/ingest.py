@@ -222,6 +222,52 @@ def cpu_by_name(pids: set[int]) -> dict[str, float]:
     return out
 
 
+async def ready_assets(data_dir: Path, pool: asyncpg.Pool, n: int) -> list[str]:
+    """``n`` ready assets (of unknown duration: a view takes the 10 s threshold): each one's
+    upload request and completed transcode appended to ``events.asset`` as the asset actor
+    appends them, once projected. Reports are accepted only for assets with something to play;
+    measuring their ingestion needs no media."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from aiokafka import AIOKafkaProducer
+
+    from medialog.config import Settings
+    from medialog.domain.events import TranscodeCompleted, UploadRequested
+    from medialog.embedded.stack import EmbeddedStack
+    from medialog.envelope import encode_event, make_event
+
+    settings = Settings.from_env(**EmbeddedStack(data_dir).settings_overrides())
+    now, owner = datetime.now(UTC), "benchcreator"
+    assets = [str(uuid.uuid4()) for _ in range(n)]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for asset in assets:
+            for seq, payload in enumerate((
+                UploadRequested(asset_id=asset, owner_id=owner, kind="video",
+                                filename="bench.mp4", content_type="video/mp4", size_bytes=1000,
+                                title="bench", staging_key=f"uploads/{owner}/{asset}/original.mp4",
+                                upload_expires_at=now + timedelta(minutes=15)),
+                TranscodeCompleted(asset_id=asset, job_id=str(uuid.uuid4()), renditions=[],
+                                   master_playlist_key=None, thumbnail_key=None, duration_s=None,
+                                   width=None, height=None, probe={}),
+            ), 1):
+                event = make_event(payload, subject=asset, event_id=str(uuid.uuid4()), time=now,
+                                   sequence=seq)
+                await producer.send_and_wait(settings.topic("events.asset"),
+                                             encode_event(event), key=asset.encode())
+    finally:
+        await producer.stop()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while await pool.fetchval("SELECT count(*) FROM assets WHERE asset_id = ANY($1::text[]) "
+                              "AND status = 'ready'", assets) < n:
+        if time.monotonic() > deadline:
+            sys.exit(f"the bench assets were not projected in {READY_TIMEOUT_S}s")
+        await asyncio.sleep(0.2)
+    return assets
+
+
 async def run(args: argparse.Namespace, data_dir: Path, dev_pid: int, api_port: int,
               raw_port: int) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -239,28 +285,20 @@ async def run(args: argparse.Namespace, data_dir: Path, dev_pid: int, api_port: 
     conn = aiohttp.TCPConnector(limit=args.concurrency * 2)
     async with aiohttp.ClientSession(connector=conn,
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
-        assets = []
-        for i in range(8):
-            async with http.post(f"{api}/v1/uploads", headers={
-                    "Authorization": f"Bearer {token('benchcreator', 'creator')}",
-                    "Prefer": "wait=20"},
-                    json={"filename": f"b{i}.mp4", "content_type": "video/mp4",
-                          "size_bytes": 1000}) as r:
-                assets.append((await r.json())["asset_id"])
+        dsn = f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog"
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            assets = await ready_assets(data_dir, pool, 8)
+            lag = await lag_run(http, api, assets, tokens, pool, args.rate, args.lag_duration,
+                                args.poll_ms / 1000, max_inflight=args.concurrency * 4)
+        finally:
+            await pool.close()
 
         def headers_of(n: int) -> dict[str, str]:
             return {"Authorization": f"Bearer {tokens[n % USERS]}"}
 
         def url(base: str) -> Callable[[int], str]:
             return lambda n: f"{base}/v1/assets/{assets[n % len(assets)]}/views"
-
-        dsn = f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog"
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        try:
-            lag = await lag_run(http, api, assets, tokens, pool, args.rate, args.lag_duration,
-                                args.poll_ms / 1000, max_inflight=args.concurrency * 4)
-        finally:
-            await pool.close()
         print(f"lag, 202 → counted view visible in PostgreSQL (poll {args.poll_ms} ms): offered "
               f"{lag['offered']:.0f}/s, achieved {lag['achieved']:.0f}/s, visible "
               f"{lag['visible']}/{lag['acked']}, errors {lag['errors']}")

@@ -26,6 +26,11 @@ often it is replayed. A report whose event id is already stored for its session 
 or seen earlier in the batch (the same report re-published: a duplicate on the log), gets no row
 and does not move the fold — exactly, not only within the rule's memory of recent ids.
 
+**A rule change** re-derives the stored verdicts (``projections.clickhouse_rederive``): the agent
+does it before it consumes anything when the rule recorded in ``view_rule`` is not its own, then
+drops its session cache. The new rows replace the old ones of the same event ids, so the
+sessions read is FINAL: until a merge, both versions of a row are in the table.
+
 All ClickHouse work of a batch runs in one call on the ``Analytics`` thread (sync client)."""
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from medialog.domain.events import ViewReported
 from medialog.domain.views import SessionState, ViewRule
 from medialog.envelope import CloudEvent, decode_event
 from medialog.tracking import Position
+from projections.clickhouse_rederive import rederive
 from projections.clickhouse_rows import (
     EVENT_COLUMNS,
     VIEW_COLUMNS,
@@ -88,7 +94,7 @@ FROM projection_positions WHERE consumer = {name:String} AND topic IN {topics:Ar
 GROUP BY topic, partition"""
 _READ_SESSIONS = """SELECT 'session', asset_id, viewer_key, session_id, max(offset),
   argMax(state, offset), groupArray(id)
-FROM views
+FROM views FINAL
 WHERE asset_id IN {assets:Array(String)} AND session_id IN {sessions:Array(String)}
   AND offset < arrayElement({below:Array(UInt64)},
                             indexOf({parts:Array(String)}, concat(topic, '/', toString(partition))))
@@ -255,6 +261,12 @@ class ClickHouseProjection:
         self._remember(parts, folded, fold, ids, part_of)
         return result
 
+    def forget(self) -> None:
+        """Drop the session cache (after the stored verdicts were re-derived): the next batch of
+        each partition reads its sessions from ClickHouse. The positions stay: a re-derivation
+        does not touch ``events`` or ``projection_positions``."""
+        self._folded.clear()
+
     def _write_positions(self, client: Client, *, now: float | None = None) -> None:
         """Store the applied positions, at most every ``POSITIONS_EVERY_S``: a lagging position
         only makes a re-delivered record be written again, identically, and one insert fewer per
@@ -345,6 +357,14 @@ async def apply_with_retry(
     return total
 
 
+async def derive_before_consuming(analytics: Analytics, projection: ClickHouseProjection) -> None:
+    """Re-derive the stored verdicts if they are not recorded as derived with the projection's
+    rule (a rule change, an interrupted re-derivation, a store older than the record); after one,
+    the projection forgets its session cache, on the thread that applies its batches."""
+    if (await rederive(analytics, projection.rule)).ran:
+        await analytics.run(lambda _: projection.forget())
+
+
 def register(app: faust.App, deps: StreamDeps) -> None:
     s = deps.settings
     analytics = deps.analytics
@@ -358,6 +378,8 @@ def register(app: faust.App, deps: StreamDeps) -> None:
 
     @app.agent(topic, name="projection-clickhouse")
     async def clickhouse_projection(stream: faust.StreamT[bytes]) -> None:
+        await retrying(f"projection {NAME}: re-deriving verdicts",
+                       partial(derive_before_consuming, analytics, projection))
         batches = stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
         async for batch in batches:  # (StreamT does not declare take_events; Stream has it)
             result = await apply_with_retry(analytics, projection, events_of(batch))

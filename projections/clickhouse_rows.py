@@ -4,11 +4,16 @@
 batch through the view-counting rule (``medialog.domain.views``) and yields ``views`` rows with
 their verdicts. The fold starts from what the caller read from ClickHouse for each session the
 batch touches (the state stored with its latest row below the batch, and its report ids there),
-so the rows depend only on the log: a replay, batched any way, yields the same rows."""
+so the rows depend only on the log: a replay, batched any way, yields the same rows.
+
+A ``views`` row also keeps everything the fold read of its report, so ``stored_record`` turns it
+back into that record: folding a session's rows again under another rule re-derives its verdicts
+(``projections.clickhouse_rederive``). For that to be exact the fold reads the report's time at
+the precision ClickHouse stores it (milliseconds), never the microseconds of the envelope."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +36,8 @@ VIEW_COLUMNS = (
     "duration_s", "position", "device", "country", "referrer", "verdict", "state", "topic",
     "partition", "offset",
 )
+# What ``stored_record`` reads of a ``views`` row: every column but the rule's (verdict, state).
+STORED_COLUMNS = tuple(c for c in VIEW_COLUMNS if c not in ("verdict", "state"))
 SessionKey = tuple[str, str, str]  # (asset_id, viewer_key, session_id): one session of the rule
 _STATE = TypeAdapter(SessionState)
 _VALUES = {v: v.value for v in Verdict}  # (Enum.value is a descriptor call: hot path)
@@ -67,11 +74,18 @@ def decode_state(raw: str) -> SessionState:
     return _STATE.validate_json(raw)
 
 
+class Stamp(NamedTuple):
+    """What the fold reads of an envelope: the event id and its time (``stored_record``)."""
+
+    id: str
+    time: datetime
+
+
 class ViewRecord(NamedTuple):
     """One view report of a batch: where it is on the log, its envelope, its payload."""
 
     position: Position
-    event: CloudEvent
+    event: CloudEvent | Stamp
     report: ViewReported
 
 
@@ -104,6 +118,8 @@ class ViewFold:
             return self._count(Verdict.DUPLICATE, write)
         self._seen.add(event_id)
         at = event.time
+        if at.microsecond % 1000:  # to the millisecond, as ``views.time`` keeps it
+            at = at.replace(microsecond=at.microsecond - at.microsecond % 1000)
         seen = observe(self.rule, self.states.get(key, _NEW),
                        Report(report_id=event_id, at=at, watch_seconds=r.watch_seconds,
                               duration_s=r.duration_s))
@@ -135,6 +151,19 @@ class ViewFold:
 
 
 _NEW = SessionState()
+
+
+def stored_record(row: Sequence[Any]) -> ViewRecord:
+    """The record a ``views`` row (``STORED_COLUMNS``) was derived from, as the fold read it:
+    the watch time is the row's exact delta (``to_ms`` gives ``watch_ms`` back), the time the
+    stored milliseconds. Folding it again yields the same row but for the rule's columns."""
+    (event_id, at, asset_id, owner_id, viewer_key, signed_in, session_id, watch_ms, duration_s,
+     position, device, country, referrer, topic, partition, offset) = row
+    report = ViewReported(
+        asset_id=asset_id, owner_id=owner_id, viewer_key=viewer_key, signed_in=bool(signed_in),
+        session_id=session_id, watch_seconds=watch_ms / 1000, duration_s=duration_s,
+        position=position, device=device, country=country, referrer=referrer)
+    return ViewRecord(Position(topic, partition, offset), Stamp(event_id, utc(at)), report)
 
 
 def first_offsets(records: Iterable[ViewRecord]) -> dict[tuple[str, int], int]:

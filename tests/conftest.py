@@ -23,6 +23,7 @@ import pytest
 
 from medialog.config import Settings
 from medialog.issuer import key_id, load_private_key, mint_token
+from tests.media_tools import ffmpeg
 
 READY_TIMEOUT_S = 180
 START_ATTEMPTS = 3  # a start is retried only when its api port was taken before the bind
@@ -79,11 +80,9 @@ class DevStack:
             )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"medialog dev exited {self.proc.returncode}:\n{self.log_tail()}")
-            if self._port_taken(log_offset):  # medialog dev does not exit then: it hangs
-                raise _PortTaken(f"api port {self.port} is in use:\n{self.log_tail()}")
+            if self.proc.poll() is not None:  # a port taken is an exit too, before any start
+                error = _PortTaken if self._port_taken(log_offset) else RuntimeError
+                raise error(f"medialog dev exited {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/health/ready", timeout=5) as r:
                     if r.status == 200:
@@ -94,12 +93,11 @@ class DevStack:
         raise RuntimeError(f"medialog dev not ready in {READY_TIMEOUT_S}s:\n{self.log_tail()}")
 
     def _port_taken(self, log_offset: int) -> bool:
-        """Whether this start's output (from ``log_offset``) has asyncio's bind error for the
-        api port."""
+        """Whether this start's output (from ``log_offset``) says its api port was in use."""
         with open(self.log_path, "rb") as log:
             log.seek(log_offset)
             output = log.read().decode(errors="replace")
-        return f"bind on address ('127.0.0.1', {self.port}): address already in use" in output
+        return f"api port {self.port} is in use" in output
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 90) -> int:
         """Stop the app with ``sig`` (SIGKILL: its whole process group) and return its exit code.
@@ -234,3 +232,12 @@ def stack() -> Iterator[DevStack]:
 async def http() -> Any:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         yield session
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 s of small video (one rung: its short side is under 360), cheap to transcode."""
+    path = tmp_path_factory.mktemp("media") / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=128x72:rate=10:duration=4", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path))
+    return path

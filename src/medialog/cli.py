@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import json
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from medialog.config import ALL_ROLES, CLICKHOUSE_ROLES, Role, Settings
 
 
 SHUTDOWN_TIMEOUT_S = 30.0
+LISTEN_BACKLOG = 128  # aiohttp's default
 
 
 def tune_gc() -> None:
@@ -77,28 +80,67 @@ async def migrate_all(settings: Settings, *, clickhouse: bool = True) -> list[st
     return applied
 
 
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on ``host:port`` (one per address ``host`` resolves to, as asyncio's
+    ``create_server`` would bind), made before anything is started: a port in use is then a
+    prompt, clear error with nothing to undo, and nothing started later can take the port."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise click.ClickException(f"api host {host!r}: {exc}") from exc
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"api port {port} is in use (on {host}); stop what listens there or choose "
+                "another port (--port, MEDIALOG_API_PORT)") from exc
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+    return sockets
+
+
 async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object = None,
-                peers: dict[str, str] | None = None) -> None:
-    """Run the app until SIGINT/SIGTERM, then drain and stop every client."""
+                peers: dict[str, str] | None = None,
+                sockets: list[socket.socket] | None = None) -> None:
+    """Run the app until SIGINT/SIGTERM, then drain and stop every client.
+
+    The api address is bound first (``sockets``, made by :func:`_listen` when not given), so a
+    port in use fails before any client or consumer starts. Whatever started is stopped however
+    serving ends: a failure while starting, a signal, or an error."""
     from medialog.api.access_log import AccessLog
     from medialog.api.app import create_app
 
+    log = logging.getLogger(__name__)
     runner = web.AppRunner(create_app(settings, roles, peers=peers), handle_signals=False,
                            access_log_class=AccessLog)
-    await runner.setup()
-    tune_gc()
-    site = web.TCPSite(runner, settings.api_host, settings.api_port)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if callable(on_ready):
-        on_ready()
+    listening = _listen(settings.api_host, settings.api_port) if sockets is None else sockets
     try:
+        # Until started, Ctrl-C is asyncio.run's: it cancels this task, and the finally below
+        # stops what had started.
+        await runner.setup()
+        tune_gc()
+        for sock in listening:
+            await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if callable(on_ready):
+            on_ready()
         await stop.wait()
     finally:
-        log = logging.getLogger(__name__)
         log.info("stopping")
         # Draining is bounded: Faust waits for in-flight agent work, and every effect is
         # idempotent (DESIGN.md rule 6), so giving up on a stuck drain loses nothing.
@@ -106,6 +148,9 @@ async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object 
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT_S)
         except TimeoutError:
             log.error("shutdown did not finish in %ss; exiting anyway", SHUTDOWN_TIMEOUT_S)
+        finally:
+            for sock in listening:  # the sites closed those they served; the rest here
+                sock.close()
 
 
 @click.group()
@@ -133,12 +178,13 @@ async def _dev(base: Settings, port: int | None) -> None:
 
     data_dir = base.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    api_port = base.api_port if port is None else port
+    # Bound before anything starts: a port in use ends here, promptly and with nothing to stop.
+    sockets = _listen(base.api_host, api_port)
     stack = EmbeddedStack(data_dir)
-    await stack.start()
     try:
-        overrides = {**base.model_dump(), **stack.settings_overrides()}
-        if port is not None:
-            overrides["api_port"] = port
+        await stack.start()
+        overrides = {**base.model_dump(), **stack.settings_overrides(), "api_port": api_port}
         settings = Settings.from_env(**overrides)
         assert settings.jwt_private_key_file is not None
         ensure_private_key(settings.jwt_private_key_file)
@@ -161,11 +207,13 @@ async def _dev(base: Settings, port: int | None) -> None:
         await roles.start()
         try:
             await serve(settings, CLICKHOUSE_ROLES, on_ready=announce,
-                        peers={"roles": roles.health_url})
+                        peers={"roles": roles.health_url}, sockets=sockets)
         finally:
             await roles.stop()
     finally:
-        await stack.stop()
+        for sock in sockets:
+            sock.close()
+        await stack.stop()  # idempotent; stops what a failed start left too
 
 
 @main.command()
@@ -193,13 +241,26 @@ def migrate(postgres_only: bool) -> None:
 
 
 @main.command()
-@click.argument("projection", type=click.Choice(["engagement"]))
+@click.argument("projection", type=click.Choice(["engagement", "analytics"]))
 def rebuild(projection: str) -> None:
-    """Empty a projection and fold it again from the log (safe while it runs)."""
-    from projections.engagement_rebuild import rebuild_with_settings
-
+    """engagement: empty the PostgreSQL counters projection and fold it again from the log (safe
+    while it runs). analytics: re-derive the ClickHouse view verdicts under the configured rule
+    (refused while another process has the chDB store open)."""
     settings = _settings()
     _logging(settings)
+    if projection == "analytics":
+        from projections.clickhouse_rederive import StoreInUse, rederive_with_settings
+
+        try:
+            done = asyncio.run(rederive_with_settings(settings))
+        except StoreInUse as exc:
+            raise click.ClickException(str(exc)) from exc
+        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(done.verdicts.items()))
+        click.echo(f"{projection}: {done.rows} view reports re-derived ({verdicts or 'none'}) "
+                   f"in {done.seconds:.1f}s")
+        return
+    from projections.engagement_rebuild import rebuild_with_settings
+
     report = asyncio.run(rebuild_with_settings(settings))
     click.echo(f"{projection}: {report.records} records replayed in {report.seconds:.1f}s")
 

@@ -50,11 +50,16 @@ class BlobStore:
         self._s3 = _client(settings, settings.s3_endpoint)
         self._presigner = _client(settings, settings.presign_endpoint)
 
-    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_in: int) -> str:
-        """A PUT URL that signs the Content-Type: a client must send exactly that header."""
+    def presign_put(self, bucket: str, key: str, *, content_type: str, size_bytes: int,
+                    expires_in: int) -> str:
+        """A PUT URL that signs the Content-Type and the Content-Length: a client must send
+        exactly that header and exactly ``size_bytes`` bytes (S3 answers 403
+        SignatureDoesNotMatch to another size, SeaweedFS included; a chunked body, which has no
+        Content-Length, is refused the same way)."""
         url: str = self._presigner.generate_presigned_url(
             "put_object",
-            Params={"Bucket": bucket, "Key": key, "ContentType": content_type},
+            Params={"Bucket": bucket, "Key": key, "ContentType": content_type,
+                    "ContentLength": size_bytes},
             ExpiresIn=expires_in,
             HttpMethod="PUT",
         )

@@ -4,12 +4,19 @@ running embedded stack."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import _kill_group, _processes_in, _reap_leftovers
+
 pytestmark = pytest.mark.integration
+
+DEV_EXIT_TIMEOUT_S = 60  # the exit takes the interpreter's start-up (~2 s); it used to be never
 
 
 def medialog(stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,3 +63,37 @@ def test_bad_configuration_is_a_clear_error(stack):
         timeout=60,
     )
     assert env_bad.returncode != 0 and "jwt_algorithms" in env_bad.stderr
+
+
+def test_dev_exits_promptly_and_clearly_when_its_api_port_is_taken():
+    """``medialog dev`` binds its api port before it starts anything: a port in use is a prompt
+    non-zero exit with a message naming it, and no service was started (it used to start the
+    whole stack and the consumers, fail to bind, and hang)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="medialog-test-port-"))
+    data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIALOG_")}
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir),
+                 "--port", str(port)],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                start_new_session=True,
+            )
+            try:
+                output, _ = proc.communicate(timeout=DEV_EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                output, _ = proc.communicate()
+                _reap_leftovers(data_dir)
+                pytest.fail(f"medialog dev still running {DEV_EXIT_TIMEOUT_S}s after it found "
+                            f"its api port taken:\n{output[-3000:]}")
+        assert proc.returncode != 0, output
+        assert f"api port {port} is in use" in output, output
+        assert _processes_in(data_dir) == {}
+        assert not (data_dir / "postgres").exists() and not (data_dir / "seaweedfs").exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(data_dir)], check=False)

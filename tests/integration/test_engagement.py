@@ -1,6 +1,12 @@
 """Engagement on the real embedded stack: playback reports → events.views → the engagement
 projection's counters; likes through the engagement actor; duplicates on the log, re-delivered
-batches and a rebuild from the log change nothing."""
+batches and a rebuild from the log change nothing; engagement is refused, as GET is, on assets
+the caller may not see, and reports on assets with nothing to play.
+
+The counting tests need assets that are ready and of their own (exact figures): ``ready_asset``
+appends the asset actor's events straight to ``events.asset`` (no media, no transcode, no
+duration: the 10 s rule). The access tests PATCH and DELETE, which the asset actor decides, so
+they use a real upload the real pipeline transcoded (``uploaded_clip``)."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -32,6 +39,7 @@ from projections.engagement_rebuild import rebuild
 from projections.runner import apply_batch
 
 pytestmark = pytest.mark.integration
+READY_TIMEOUT_S = 180  # a real transcode on a shared 2-core machine: generous
 
 
 def auth(token: str, **extra: str) -> dict[str, str]:
@@ -60,13 +68,39 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0)
         await asyncio.sleep(0.1)
 
 
-async def new_asset(http: Any, stack: Any, owner: str = "creator1") -> str:
+async def awaiting_upload(http: Any, stack: Any, owner: str) -> str:
+    """An asset whose upload was requested and never made: only its owner and admins see it."""
     payload = {"filename": "clip.mp4", "content_type": "video/mp4", "size_bytes": 1000}
     async with http.post(f"{stack.base_url}/v1/uploads", json=payload,
                          headers=auth(stack.token(owner, "creator"), Prefer="wait=20")) as r:
         body = await r.json()
     assert r.status == 202 and body["command"]["projected"], body
     return str(body["asset_id"])
+
+
+async def uploaded_clip(http: Any, stack: Any, owner: str, clip: Path) -> str:
+    """A real upload of ``clip``, completed, promoted and transcoded: ``ready`` once this returns."""
+    headers = auth(stack.token(owner, "creator"), Prefer="wait=20")
+    payload = {"filename": clip.name, "content_type": "video/mp4",
+               "size_bytes": clip.stat().st_size}
+    async with http.post(f"{stack.base_url}/v1/uploads", json=payload, headers=headers) as r:
+        up = await r.json()
+    assert r.status == 202, up
+    async with http.put(up["upload_url"], data=clip.read_bytes(), headers=up["headers"]) as r:
+        assert r.status == 200, await r.text()
+    async with http.post(f"{stack.base_url}/v1/assets/{up['asset_id']}/complete",
+                         headers=headers) as r:
+        done = await r.json()
+    assert r.status == 202 and done["command"]["status"] == "accepted", done
+
+    async def ready() -> bool:
+        async with http.get(f"{stack.base_url}/v1/assets/{up['asset_id']}",
+                            headers=auth(stack.token(owner, "creator"))) as r:
+            status = (await r.json())["status"]
+        assert status in ("uploaded", "promoted", "processing", "ready"), status
+        return bool(status == "ready")
+    await eventually(ready, READY_TIMEOUT_S)
+    return str(up["asset_id"])
 
 
 async def report(http: Any, stack: Any, asset_id: str, body: dict[str, Any],
@@ -94,7 +128,7 @@ async def settled_reports(pg: Any, asset_id: str, n: int) -> bool:
 
 
 async def test_sessions_count_once_past_the_threshold(http, stack, pg):
-    asset = await new_asset(http, stack)
+    asset = await ready_asset(stack, pg)
     counted = [(sid(), None) for _ in range(4)] + [(sid(), f"viewer{i}") for i in range(3)]
     below = [(sid(), None), (sid(), "viewer9")]
     sent = 0
@@ -161,15 +195,18 @@ async def analytics_totals(http: Any, stack: Any, asset: str, reports: int,
     return totals if totals["reports"] == reports else None
 
 
-async def transcoded_asset(stack: Any, pg: Any, duration_s: float) -> str:
-    """A fresh asset of ``duration_s`` seconds: its upload and a completed transcode appended to
-    ``events.asset`` as the asset actor would (no transcode runs), once projected. Nothing has
-    asked the api about it yet, so its asset cache holds nothing stale."""
+async def ready_asset(stack: Any, pg: Any, duration_s: float | None = None,
+                      owner: str = "creator1") -> str:
+    """A fresh ready asset: its upload request and a completed transcode appended to
+    ``events.asset`` as the asset actor appends them (no media, no transcode runs), once
+    projected. Without ``duration_s`` a view takes the 10 s threshold. Nothing has asked the api
+    about it yet, so its asset cache holds nothing stale. The asset actor never saw it: only
+    for tests that send it no command."""
     settings, asset, now = stack.settings(), str(uuid.uuid4()), datetime.now(UTC)
     events = [
-        UploadRequested(asset_id=asset, owner_id="creator1", kind="video", filename="a.mp4",
+        UploadRequested(asset_id=asset, owner_id=owner, kind="video", filename="a.mp4",
                         content_type="video/mp4", size_bytes=1000, title="short clip",
-                        staging_key=f"uploads/creator1/{asset}/original.mp4",
+                        staging_key=f"uploads/{owner}/{asset}/original.mp4",
                         upload_expires_at=now + timedelta(minutes=15)),
         TranscodeCompleted(asset_id=asset, job_id=str(uuid.uuid4()), renditions=[],
                            master_playlist_key=None, thumbnail_key=None, duration_s=duration_s,
@@ -187,14 +224,15 @@ async def transcoded_asset(stack: Any, pg: Any, duration_s: float) -> str:
         await producer.stop()
 
     async def projected() -> bool:
-        return bool(await pg.fetchval("SELECT duration_s = $2 AND status = 'ready' FROM assets "
-                                      "WHERE asset_id = $1", asset, duration_s))
+        return bool(await pg.fetchval(
+            "SELECT duration_s IS NOT DISTINCT FROM $2 AND status = 'ready' FROM assets "
+            "WHERE asset_id = $1", asset, duration_s))
     await eventually(projected)
     return asset
 
 
 async def test_short_assets_and_the_duration_cap(http, stack, pg):
-    asset = await transcoded_asset(stack, pg, 12.0)
+    asset = await ready_asset(stack, pg, 12.0)
     status, body = await report(http, stack, asset, {"session_id": sid(), "watch_seconds": 42.5})
     assert status == 400 and body["error"]["details"][0]["max"] == 42.0
     session = sid()
@@ -273,7 +311,7 @@ async def projected_up_to(pg: Any, offsets: dict[tuple[str, int], int]) -> bool:
 
 async def test_duplicates_and_redelivered_batches_change_nothing(http, stack, pg):
     settings = stack.settings()
-    asset = await new_asset(http, stack)
+    asset = await ready_asset(stack, pg)
     sessions, ids = [sid() for _ in range(3)], set()
     for _ in range(3):
         for session in sessions:
@@ -439,7 +477,7 @@ async def set_like(http: Any, stack: Any, asset: str, user: str, like: bool,
 
 
 async def test_like_twice_is_one_like_and_unlike_removes_it(http, stack, pg):
-    asset = await new_asset(http, stack)
+    asset = await ready_asset(stack, pg)
     first = await set_like(http, stack, asset, "liker", True)
     second = await set_like(http, stack, asset, "liker", True)
     for status, body in (first, second):
@@ -481,7 +519,7 @@ async def test_like_twice_is_one_like_and_unlike_removes_it(http, stack, pg):
 
 
 async def test_likes_by_many_users_are_counted(http, stack, pg):
-    asset = await new_asset(http, stack)
+    asset = await ready_asset(stack, pg)
     users = [f"crowd{i}" for i in range(8)]
     results = await asyncio.gather(*(set_like(http, stack, asset, u, True) for u in users))
     assert all(status == 200 and len(body["command"]["events"]) == 1
@@ -514,7 +552,7 @@ async def test_likes_by_many_users_are_counted(http, stack, pg):
     ([], [None]),
 ])
 async def test_bad_reports_are_refused_and_append_nothing(http, stack, pg, body, fields):
-    asset = await new_asset(http, stack)
+    asset = await ready_asset(stack, pg)
     status, answer = await report(http, stack, asset, body)
     assert status == 400 and answer["error"]["code"] == "INVALID_VIEW_REPORT"
     assert [d["field"] for d in answer["error"]["details"]] == fields
@@ -527,8 +565,8 @@ async def test_bad_reports_are_refused_and_append_nothing(http, stack, pg, body,
     assert [r["session_id"] for r in rows] == [sentinel]
 
 
-async def test_malformed_requests(http, stack):
-    asset = await new_asset(http, stack)
+async def test_malformed_requests(http, stack, pg):
+    asset = await ready_asset(stack, pg)
     url = f"{stack.base_url}/v1/assets/{asset}/views"
     async with http.post(url, data=b"{nope") as r:
         assert r.status == 400 and (await r.json())["error"]["code"] == "MALFORMED_JSON"
@@ -551,19 +589,62 @@ async def test_unknown_assets_are_404(http, stack, asset_id):
             assert r.status == 404 and (await r.json())["error"]["code"] == "ASSET_NOT_FOUND"
 
 
-async def test_private_and_deleted_assets_are_refused(http, stack, pg):
-    asset = await new_asset(http, stack, owner="secretive")
+async def test_an_asset_others_may_not_see_is_404_and_one_with_nothing_to_play_takes_no_report(
+        http, stack, pg):
+    """An upload that was never made: GET shows it to its owner and admins only, and so do the
+    engagement routes (404 as GET's, not 403); nobody may report a view of it (409
+    ASSET_NOT_PLAYABLE for those who see it), it has nothing to play."""
+    asset = await awaiting_upload(http, stack, owner="unfinished")
+    base = f"{stack.base_url}/v1/assets/{asset}"
+    stranger = auth(stack.token("stranger", "viewer"))
+    good = {"session_id": sid(), "watch_seconds": 1}
+    async with http.get(base, headers=stranger) as r:  # what GET answers: the same, below
+        assert r.status == 404 and (await r.json())["error"]["code"] == "ASSET_NOT_FOUND"
+    refused = [http.post(f"{base}/views", json=good),
+               http.post(f"{base}/views", json=good, headers=stranger),
+               http.put(f"{base}/like", headers=stranger),
+               http.delete(f"{base}/like", headers=stranger),
+               http.get(f"{base}/stats"), http.get(f"{base}/stats", headers=stranger)]
+    for call in refused:
+        async with call as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "ASSET_NOT_FOUND"
+    for who in (auth(stack.token("unfinished", "creator")), auth(stack.token("root", "admin"))):
+        async with http.post(f"{base}/views", json=good, headers=who) as r:
+            body = await r.json()
+        assert r.status == 409 and body["error"]["code"] == "ASSET_NOT_PLAYABLE", body
+        async with http.get(f"{base}/stats", headers=who) as r:
+            assert r.status == 200 and (await r.json())["view_count"] == 0
+
+    # A report on another asset is the sentinel: the dev stack's topics have one partition, so
+    # once it is folded, anything appended before it was too — and nothing was.
+    sentinel = await ready_asset(stack, pg)
+    assert (await report(http, stack, sentinel, {"session_id": sid(), "watch_seconds": 1}))[0] \
+        == 202
+    await eventually(lambda: settled_reports(pg, sentinel, 1))
+    assert await pg.fetchval("SELECT count(*) FROM view_sessions WHERE asset_id = $1", asset) == 0
+    assert await pg.fetchval("SELECT count(*) FROM command_outcomes WHERE aggregate_id = $1",
+                             f"{asset}/stranger") == 0
+
+
+async def test_private_and_deleted_assets_are_refused(http, stack, pg, clip):
+    """Issue #3: a viewer of a private asset is refused; its owner and admins are not. Deleted,
+    it takes engagement from no one. A real upload: the asset actor decides the PATCH and the
+    DELETE."""
+    asset = await uploaded_clip(http, stack, "secretive", clip)
     owner = auth(stack.token("secretive", "creator"), Prefer="wait=20")
+    good = {"session_id": sid(), "watch_seconds": 1}
+    public_session = sid()
+    status, _ = await report(http, stack, asset, {"session_id": public_session,
+                                                  "watch_seconds": 1}, user="stranger")
+    assert status == 202  # public and ready: anyone may
     async with http.patch(f"{stack.base_url}/v1/assets/{asset}", json={"visibility": "private"},
                           headers=owner) as r:
         assert r.status == 202 and (await r.json())["command"]["projected"] is True
-    good = {"session_id": sid(), "watch_seconds": 1}
+    await eventually(lambda: _stats_status_is(http, stack, asset, "stranger", 404))
     assert (await report(http, stack, asset, good))[1]["error"]["code"] == "ASSET_NOT_FOUND"
     assert (await report(http, stack, asset, good, user="stranger"))[0] == 404
     assert (await set_like(http, stack, asset, "stranger", True))[0] == 404
-    async with http.get(f"{stack.base_url}/v1/assets/{asset}/stats",
-                        headers=auth(stack.token("stranger", "viewer"))) as r:
-        assert r.status == 404
+    assert (await set_like(http, stack, asset, "stranger", False))[0] == 404
 
     # The owner and an admin may; their report and like are the sentinels: once they are
     # folded, nothing refused before them was (same keys for the reports, and the dev stack's
@@ -578,10 +659,11 @@ async def test_private_and_deleted_assets_are_refused(http, stack, pg):
         assert r.status == 202
     status, body = await set_like(http, stack, asset, "secretive", True)
     assert status == 200 and body["like_count"] == 1, body
-    await eventually(lambda: settled_reports(pg, asset, 2))
+    await eventually(lambda: settled_reports(pg, asset, 3))
     rows = await pg.fetch("SELECT session_id, viewer_key FROM view_sessions WHERE asset_id = $1 "
                           "ORDER BY viewer_key", asset)
-    assert [tuple(r) for r in rows] == [(admins_session, "root"), (owners_session, "secretive")]
+    assert [tuple(r) for r in rows] == [(admins_session, "root"), (owners_session, "secretive"),
+                                        (public_session, "stranger")]
     assert [r["user_id"] for r in await pg.fetch("SELECT user_id FROM likes WHERE asset_id = $1",
                                                  asset)] == ["secretive"]
     assert await pg.fetchval("SELECT count(*) FROM command_outcomes WHERE aggregate_id = $1",
@@ -591,6 +673,7 @@ async def test_private_and_deleted_assets_are_refused(http, stack, pg):
         assert r.status == 202 and (await r.json())["command"]["projected"] is True
     await eventually(lambda: _stats_status_is(http, stack, asset, "secretive", 404))
     assert (await report(http, stack, asset, good, user="secretive"))[0] == 404
+    assert (await set_like(http, stack, asset, "secretive", False))[0] == 404
 
 
 async def _stats_status_is(http: Any, stack: Any, asset: str, user: str, status: int) -> bool:
@@ -608,7 +691,7 @@ async def test_rebuild_from_the_log_gives_the_same_read_model(http, stack, pg):
     """The rebuild refolds every asset; the comparison covers this test's asset, whose records
     are all known to be applied (other rows depend on what ran before, and on live pruning)."""
     settings = stack.settings()
-    asset = await new_asset(http, stack)
+    asset = await ready_asset(stack, pg)
     for session in (sid(), sid()):
         for _ in range(3):
             assert (await report(http, stack, asset,
@@ -649,7 +732,7 @@ async def test_rebuild_from_the_log_gives_the_same_read_model(http, stack, pg):
 
 
 async def test_a_retried_report_with_its_idempotency_key_counts_once(http, stack, pg):
-    asset = await new_asset(http, stack)
+    asset = await ready_asset(stack, pg)
     session = sid()
 
     async def send(key: str, seconds: float) -> str:

@@ -87,7 +87,8 @@ async def test_jwks_is_served_for_the_embedded_issuer(http, stack):
 async def test_upload_put_and_read_back(http, stack):
     status, body = await request_upload(http, stack)
     assert status == 202, body
-    assert body["method"] == "PUT" and body["headers"] == {"Content-Type": "video/mp4"}
+    assert body["method"] == "PUT"
+    assert body["headers"] == {"Content-Type": "video/mp4", "Content-Length": str(len(CLIP))}
     assert body["command"]["status"] == "accepted" and body["command"]["projected"] is True
 
     # A plain HTTP client PUTs the bytes to the presigned URL, with the signed Content-Type.

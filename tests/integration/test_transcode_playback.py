@@ -273,7 +273,7 @@ async def test_the_stream_route_refuses_bad_signatures_and_paths(http, stack, re
         (prefix + "hls%2F..%2F..%2Fthumb.jpg", 403, "PATH_INVALID"),
         (prefix + "hls//master.m3u8", 403, "PATH_INVALID"),
         (prefix + "hls/nothing.ts", 404, "NOT_FOUND"),
-        (other, 404, "NOT_FOUND"),
+        (other, 404, "ASSET_NOT_FOUND"),  # signed, but no such asset
     ]
     for target, want_status, code in cases:
         async with http.get(URL(target, encoded=True)) as resp:

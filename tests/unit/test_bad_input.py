@@ -245,6 +245,20 @@ async def test_a_command_id_with_nul_is_refused() -> None:
 KEYS = SigningKeys.parse("k1:s1-" + "A" * 40)
 
 
+class OneAssetPool:
+    """The read model as the stream route reads it (``fetch_asset_ref``): ASSET, public, ready."""
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[OneAssetPool]:
+        yield self
+
+    async def fetchrow(self, _sql: str, asset_id: str) -> dict[str, Any] | None:
+        if asset_id != ASSET:
+            return None
+        return {"asset_id": ASSET, "owner_id": "o", "status": "ready", "visibility": "public",
+                "duration_s": None}
+
+
 class FailingBlobs:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
@@ -268,6 +282,7 @@ async def test_the_object_store_failing_while_streaming_is_503(exc: Exception) -
     app[keys.SIGNING] = KEYS
     app[keys.SETTINGS] = SimpleNamespace(bucket_previews="previews")  # type: ignore[assignment]
     app[keys.BLOBS] = FailingBlobs(exc)  # type: ignore[assignment]
+    app[keys.PG] = OneAssetPool()  # type: ignore[assignment]
     app.router.add_get("/v1/stream/{asset}/{expires}/{signature}/{path:.*}", stream_object)
     expires = int(time.time()) + 3600
     path = f"/v1/stream/{ASSET}/{expires}/{sign_stream(KEYS, ASSET, expires)}/hls/360p/seg_00001.ts"

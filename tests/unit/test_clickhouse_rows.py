@@ -13,8 +13,10 @@ from medialog.domain.events import Liked, ViewReported
 from medialog.domain.views import SessionState, ViewRule
 from medialog.envelope import make_event
 from medialog.tracking import Position
+from projections.clickhouse_rederive import Cursor, Recorded, cursor_json, parse_cursor, start_at
 from projections.clickhouse_rows import (
     EVENT_COLUMNS,
+    STORED_COLUMNS,
     VIEW_COLUMNS,
     ViewFold,
     ViewRecord,
@@ -23,6 +25,7 @@ from projections.clickhouse_rows import (
     event_row,
     first_offsets,
     session_key,
+    stored_record,
 )
 
 RULE = ViewRule(threshold_s=10, window_s=3600)
@@ -32,9 +35,10 @@ TOPIC = "events.views"
 
 
 def record(offset: int, watch: float, *, session: str = "s1", viewer: str = "u1",
-           at: datetime | None = None, event_id: str | None = None) -> ViewRecord:
+           at: datetime | None = None, event_id: str | None = None,
+           duration: float | None = 120.0) -> ViewRecord:
     report = ViewReported(asset_id=ASSET, owner_id="creator", viewer_key=viewer, signed_in=True,
-                          session_id=session, watch_seconds=watch, duration_s=120.0,
+                          session_id=session, watch_seconds=watch, duration_s=duration,
                           position=float(offset), device="web", country="DE")
     event = make_event(report, subject=ASSET, event_id=event_id or str(uuid.uuid4()),
                        time=at or T0 + timedelta(seconds=offset), sequence=None)
@@ -127,6 +131,72 @@ def test_a_copy_older_than_the_rules_memory_is_still_a_duplicate() -> None:
     ids = frozenset(r.event.id for r in reports)
     later = ViewFold(RULE, dict(fold.states), {session_key(stale.report): ids})
     assert later.add(stale).value == "duplicate" and later.rows == []
+
+
+def test_the_fold_reads_times_to_the_millisecond_as_views_keeps_them() -> None:
+    """0.9 ms and 1000.5 ms after T0 are 0 and 1000 ms: the second report opens the next
+    window (1 s), so 6 + 6 s make no view, and the rows keep the millisecond times."""
+    fold = ViewFold(ViewRule(threshold_s=10, window_s=1), {}, {})
+    fold.add(record(0, 6.0, at=T0 + timedelta(microseconds=900)))
+    fold.add(record(1, 6.0, at=T0 + timedelta(seconds=1, microseconds=500)))
+    assert verdicts(fold) == ["below_threshold", "below_threshold"]
+    assert [row[VIEW_COLUMNS.index("time")] for row in fold.rows] == [
+        T0, T0 + timedelta(seconds=1)]
+
+
+def as_stored(row: list[object]) -> list[object]:
+    """A ``views`` row as ClickHouse hands it back for ``stored_record``: its STORED_COLUMNS,
+    the time to the millisecond (DateTime64(3)) and without its zone (as chDB returns it)."""
+    values = dict(zip(VIEW_COLUMNS, row, strict=True))
+    at = values["time"]
+    assert isinstance(at, datetime)
+    values["time"] = at.replace(tzinfo=None, microsecond=at.microsecond // 1000 * 1000)
+    return [values[c] for c in STORED_COLUMNS]
+
+
+def test_a_stored_row_folds_again_into_the_row_a_replay_writes() -> None:
+    """Rows turned back into records and folded again — under the same rule and under another
+    — are the rows the log's records give: what re-deriving ``views`` relies on."""
+    log = [record(i, watch, session=f"s{i % 3}", duration=duration,
+                  at=T0 + timedelta(seconds=7 * i, microseconds=123_456 * i))
+           for i, (watch, duration) in enumerate(
+               [(1.2345, 120.0), (0.0005, None), (4.5, 15.0), (9.9999, None), (3.0, 120.0)] * 4)]
+    for rule in (RULE, ViewRule(threshold_s=4, window_s=20)):
+        original = ViewFold(RULE, {}, {})
+        for r in log:
+            original.add(r)
+        replayed, again = ViewFold(rule, {}, {}), ViewFold(rule, {}, {})
+        for r in log:
+            replayed.add(r)
+        for row in original.rows:
+            again.add(stored_record(as_stored(row)))
+        assert again.rows == replayed.rows
+        assert len(again.rows) == len(log)
+
+
+A, B = ViewRule(threshold_s=10, window_s=3600), ViewRule(threshold_s=5, window_s=60)
+CURSOR = Cursor(("asset", "viewer", "session"), Position("events.views", 2, 41),
+                SessionState(window_start=T0, watched_ms=4_000, reports=2))
+
+
+@pytest.mark.parametrize(("recorded", "force", "expected"), [
+    (Recorded(), False, (True, None)),  # none: a new store, or one older than the record
+    (Recorded(A, derived=True), False, (True, None)),  # another rule
+    (Recorded(A, derived=False, cursor=CURSOR), False, (True, None)),  # another rule's run
+    (Recorded(B, derived=False, cursor=CURSOR), False, (True, CURSOR)),  # resumed
+    (Recorded(B, derived=False), False, (True, None)),  # stopped before its first chunk
+    (Recorded(B, derived=True), False, (False, None)),  # derived with it already
+    (Recorded(B, derived=True), True, (True, None)),
+    (Recorded(B, derived=False, cursor=CURSOR), True, (True, CURSOR)),
+])
+def test_where_a_rederivation_under_a_rule_starts(
+        recorded: Recorded, force: bool, expected: tuple[bool, Cursor | None]) -> None:
+    assert start_at(recorded, B, force=force) == expected
+
+
+def test_a_cursor_is_recorded_and_read_back_whole() -> None:
+    assert parse_cursor(cursor_json(CURSOR)) == CURSOR
+    assert parse_cursor("") is None
 
 
 def test_event_rows_carry_the_envelope_and_the_position() -> None:

@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from medialog.api.engagement import check_visible
+from medialog.api.queries import Viewer
 from medialog.domain.errors import NotFound, ValidationError
 from medialog.domain.view_reports import (
     AssetRef,
     anonymous_viewer_key,
-    check_viewable,
     max_watch_seconds,
     validate_view_report,
 )
@@ -144,7 +145,10 @@ def ref(**kw: object) -> AssetRef:
 
 @pytest.mark.parametrize("asset, viewer, admin, ok", [
     (ref(), None, False, True),
-    (ref(status="awaiting_upload"), None, False, True),
+    (ref(status="processing"), "someone", False, True),
+    (ref(status="awaiting_upload"), None, False, False),
+    (ref(status="awaiting_upload"), "owner", False, True),
+    (ref(status="awaiting_upload"), "root", True, True),
     (ref(visibility="unlisted"), None, False, True),
     (ref(visibility="private"), None, False, False),
     (ref(visibility="private"), "someone", False, False),
@@ -154,12 +158,14 @@ def ref(**kw: object) -> AssetRef:
     (ref(status="expired"), "owner", False, False),
     (None, "owner", True, False),
 ])
-def test_check_viewable(asset, viewer, admin, ok):
+def test_who_may_engage(asset, viewer, admin, ok):
+    """As ``GET /v1/assets/{id}`` (owner and admins; others a listed asset whose upload
+    completed), and no one once it is deleted or expired."""
     if ok:
-        assert check_viewable(asset, viewer, admin) is asset
+        assert check_visible(asset, Viewer(user_id=viewer, is_admin=admin)) is asset
     else:
         with pytest.raises(NotFound) as err:
-            check_viewable(asset, viewer, admin)
+            check_visible(asset, Viewer(user_id=viewer, is_admin=admin))
         assert err.value.code == "ASSET_NOT_FOUND"
 
 

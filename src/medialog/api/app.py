@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from medialog.api import keys
+from medialog.api import health, keys
 from medialog.api.auth import TokenVerifier
 from medialog.api.errors import error_middleware
 from medialog.api.notifier import Notifier
@@ -106,6 +106,7 @@ def create_app(
     app[keys.SETTINGS] = settings
     app[keys.ROLES] = roles
     app[keys.PEERS] = dict(peers or {})
+    app[health.TOOLS] = health.tools_of(settings)
     app.cleanup_ctx.append(_postgres)
     if roles & CLICKHOUSE_ROLES:
         app.cleanup_ctx.append(_clickhouse)

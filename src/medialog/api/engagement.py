@@ -13,8 +13,19 @@
 * ``GET /v1/assets/{id}/stats`` — signed in or anonymous: ``view_count``, ``like_count``,
   ``watch_seconds_total`` and, when signed in, ``liked_by_me``.
 
-Every route answers ``404 ASSET_NOT_FOUND`` for an unknown, deleted or expired asset and for a
-private one the caller neither owns nor administers (``domain.view_reports.check_viewable``).
+Who may: who may ``GET /v1/assets/{id}`` (``medialog.api.queries.may_read``: the owner and
+admins, anyone else a public or unlisted asset whose upload completed), and no one once the
+asset is deleted or expired (``GONE_STATUSES``; its owner still finds its last counters in
+GET's ``stats``). Anyone else gets what GET gives them, ``404 ASSET_NOT_FOUND`` (never 403: ids
+cannot be probed) — for an unlike too: a like on an asset one can no longer see stays as it was.
+
+A view report also needs media that plays, for owners and admins too: ``409
+ASSET_NOT_PLAYABLE`` (``/playback``'s code) unless the asset is ``ready`` or ``processing``
+(``PLAYED_STATUSES``). An unfinished, failed or merely uploaded asset has nothing a player
+could have played, so a report about it can only be made up.
+
+The asset facts come from ``AssetLookup``, cached for 2 s: a change of visibility or a deletion
+reaches these routes that much after ``GET`` sees it.
 """
 
 from __future__ import annotations
@@ -25,9 +36,9 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from medialog.api import keys
-from medialog.api.assets import parse_asset_id
-from medialog.api.auth import ADMIN, Principal
+from medialog.api import keys, queries
+from medialog.api.assets import parse_asset_id, viewer_of
+from medialog.api.auth import Principal
 from medialog.api.commands import append_event, outcome, send_command
 from medialog.api.engagement_queries import AssetLookup, fetch_stats
 from medialog.api.requests import (
@@ -42,14 +53,19 @@ from medialog.api.requests import (
 )
 from medialog.domain.commands import Like, Unlike
 from medialog.domain.engagement import engagement_key
+from medialog.domain.errors import Conflict, NotFound
 from medialog.domain.events import ViewReported
 from medialog.domain.view_reports import (
+    GONE_STATUSES,
     AssetRef,
     anonymous_viewer_key,
-    check_viewable,
     validate_view_report,
 )
 
+# What ``/playback`` hands out URLs for (``domain.playback.check_playable``): ready, or processing
+# once its lowest rung is done. The lookup does not carry renditions, so a processing asset is
+# taken as playable: its lowest rung comes first, within seconds.
+PLAYED_STATUSES = frozenset({"ready", "processing"})
 
 
 @dataclass(frozen=True)
@@ -71,15 +87,32 @@ async def engagement_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def _viewable(request: web.Request, who: Principal | None) -> AssetRef:
+async def _visible(request: web.Request, who: Principal | None) -> AssetRef:
+    """The asset in the path if ``who`` may read it (GET's rule) and it is not gone, else 404
+    ``ASSET_NOT_FOUND``."""
     asset_id = parse_asset_id(request.match_info["asset_id"])
-    ref = await request.app[ENGAGEMENT].assets.get(asset_id)
-    return check_viewable(ref, who.user_id if who else None, who is not None and who.has_any(ADMIN))
+    return check_visible(await request.app[ENGAGEMENT].assets.get(asset_id), viewer_of(who))
+
+
+def check_visible(ref: AssetRef | None, viewer: queries.Viewer) -> AssetRef:
+    """``ref`` if ``viewer`` may engage with it (the module docstring's rule), else
+    ``NotFound``."""
+    if (ref is None or ref.status in GONE_STATUSES
+            or not queries.may_read(ref.owner_id, ref.visibility, ref.status, viewer)):
+        raise NotFound("no such asset", code="ASSET_NOT_FOUND")
+    return ref
+
+
+def _check_played(asset: AssetRef) -> None:
+    if asset.status not in PLAYED_STATUSES:
+        raise Conflict(f"the asset cannot be played (it is {asset.status}): no view to report",
+                       code="ASSET_NOT_PLAYABLE", details=[{"status": asset.status}])
 
 
 async def report_view(request: web.Request) -> web.Response:
     who = await optional_principal(request)
-    asset = await _viewable(request, who)
+    asset = await _visible(request, who)
+    _check_played(asset)
     spec = validate_view_report(await read_json(request), duration_s=asset.duration_s)
     deps = request.app[ENGAGEMENT]
     payload = ViewReported(
@@ -105,7 +138,7 @@ async def report_view(request: web.Request) -> web.Response:
 
 async def _set_like(request: web.Request, like: bool) -> web.Response:
     who = await principal(request)
-    asset = await _viewable(request, who)
+    asset = await _visible(request, who)
     key = engagement_key(asset.asset_id, who.user_id)
     cls = Like if like else Unlike
     command = cls(asset_id=asset.asset_id, user_id=who.user_id, owner_id=asset.owner_id)
@@ -137,7 +170,7 @@ async def unlike(request: web.Request) -> web.Response:
 
 async def get_stats(request: web.Request) -> web.Response:
     who = await optional_principal(request)
-    asset = await _viewable(request, who)
+    asset = await _visible(request, who)
     key = engagement_key(asset.asset_id, who.user_id) if who else None
     stats = await fetch_stats(request.app[keys.PG], asset.asset_id, key)
     body: dict[str, object] = {

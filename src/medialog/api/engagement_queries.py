@@ -1,5 +1,6 @@
-"""Reads behind the engagement routes: the asset facts a report needs (cached briefly, since
-reports are high volume) and the counters of the engagement projection."""
+"""Reads of the asset facts that decide who may engage with or stream an asset (``AssetRef``:
+``fetch_asset_ref``, and ``AssetLookup``, which caches them briefly for the engagement routes,
+since reports are high volume) and of the engagement projection's counters."""
 
 from __future__ import annotations
 
@@ -66,17 +67,23 @@ class AssetLookup:
             del self._cache[next(iter(self._cache))]
 
     async def _fetch(self, asset_id: str) -> AssetRef | None:
-        try:
-            async with self._pool.acquire() as conn:
-                row = await conn.fetchrow(
-                    "SELECT asset_id, owner_id, status, visibility, duration_s FROM assets "
-                    "WHERE asset_id = $1", asset_id)
-        except (asyncpg.PostgresError, OSError) as exc:
-            raise Unavailable("the read model did not answer", code="DB_UNAVAILABLE") from exc
-        if row is None:
-            return None
-        return AssetRef(asset_id=row["asset_id"], owner_id=row["owner_id"], status=row["status"],
-                        visibility=row["visibility"], duration_s=row["duration_s"])
+        return await fetch_asset_ref(self._pool, asset_id)
+
+
+async def fetch_asset_ref(pool: asyncpg.Pool, asset_id: str) -> AssetRef | None:
+    """The asset's facts as the read model has them now (None: no such asset). A database that
+    does not answer is ``Unavailable`` (``DB_UNAVAILABLE``)."""
+    try:
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT asset_id, owner_id, status, visibility, duration_s FROM assets "
+                "WHERE asset_id = $1", asset_id)
+    except (asyncpg.PostgresError, OSError) as exc:
+        raise Unavailable("the read model did not answer", code="DB_UNAVAILABLE") from exc
+    if row is None:
+        return None
+    return AssetRef(asset_id=row["asset_id"], owner_id=row["owner_id"], status=row["status"],
+                    visibility=row["visibility"], duration_s=row["duration_s"])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,11 +1,18 @@
 """``GET /health`` (alive) and ``GET /health/ready`` (every dependency, with latency; 503 if any
 is down). Checks run concurrently, each bounded by a timeout. The dependencies are the process's
 clients and its peers (``keys.PEERS``: processes it runs with, ready when their own
-``/health/ready`` answers 200)."""
+``/health/ready`` answers 200).
+
+The endpoint is unauthenticated, so a check must not cost a process per request: ffmpeg and
+ffprobe (``<binary> -version``) are checked once per application and the success kept; a failure
+is checked again at most every ``TOOLS_RECHECK_S`` seconds, and concurrent requests share the one
+check in flight. The other checks are cheap calls on clients the process holds and run on every
+request, so their answer is current."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,23 +23,73 @@ import aiohttp
 from aiohttp import web
 
 from medialog.api import keys
+from medialog.config import Settings
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 3.0
+TOOLS_RECHECK_S = 30.0  # a failed ffmpeg/ffprobe check is run again no sooner than this
+TOOLS_TIMEOUT_S = 10.0  # a ``-version`` that has not exited by then is killed: a failure
 
 
 async def alive(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _version(binary: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-version", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        code = await asyncio.wait_for(proc.wait(), TOOLS_TIMEOUT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"{binary} -version did not exit in {TOOLS_TIMEOUT_S}s") from None
+    if code != 0:
+        raise RuntimeError(f"{binary} -version failed")
+
+
+class ToolsCheck:
+    """Whether ffmpeg and ffprobe run, found out once: the first ``check()`` starts the probe,
+    later ones await the same probe (its result once done). A failed probe is replaced by a new
+    one on a ``check()`` at least ``TOOLS_RECHECK_S`` after it ended."""
+
+    def __init__(self, binaries: tuple[str, ...]) -> None:
+        self.binaries = binaries
+        self._probe: asyncio.Task[None] | None = None
+        self._ended_at = 0.0
+
+    async def check(self) -> None:
+        probe = self._probe
+        if probe is None or (self._failed(probe)
+                             and time.monotonic() - self._ended_at >= TOOLS_RECHECK_S):
+            probe = self._probe = asyncio.create_task(self._run())
+        # A caller's timeout cancels its wait, not the probe that other callers share.
+        await asyncio.shield(probe)
+
+    @staticmethod
+    def _failed(probe: asyncio.Task[None]) -> bool:
+        return probe.done() and (probe.cancelled() or probe.exception() is not None)
+
+    async def _run(self) -> None:
+        try:
+            for binary in self.binaries:
+                await _version(binary)
+        finally:
+            self._ended_at = time.monotonic()
+
+
+TOOLS = web.AppKey("tools", ToolsCheck)  # set by the app factory (``tools_of``)
+
+
+def tools_of(settings: Settings) -> ToolsCheck:
+    """The check of the ffmpeg and ffprobe that ``settings`` name."""
+    return ToolsCheck((settings.ffmpeg_bin, settings.ffprobe_bin))
+
+
 async def _ffmpeg(app: web.Application) -> None:
-    settings = app[keys.SETTINGS]
-    for binary in (settings.ffmpeg_bin, settings.ffprobe_bin):
-        proc = await asyncio.create_subprocess_exec(
-            binary, "-version", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        if await proc.wait() != 0:
-            raise RuntimeError(f"{binary} -version failed")
+    await app[TOOLS].check()
 
 
 async def _postgres(app: web.Application) -> None:

@@ -9,6 +9,10 @@ seconds (default ``playback_ttl_s``); ``bind_ip=true`` binds the stream URLs to 
 address (as the api sees it: behind a proxy that is the proxy's). The asset must be playable
 (``medialog.domain.playback.check_playable``), else 409 ``ASSET_NOT_PLAYABLE``.
 
+The stream URLs name their audience (``medialog.api.stream.signed_subject``): issued while
+anyone may read the asset, they stop playing when it is made private or deleted; issued to the
+owner or an admin of a private asset, they play until it is deleted (or they expire).
+
 Each issuance appends ``PlaybackIssued`` to ``events.access`` (key = asset id) and is answered
 only once the broker acknowledged it (DESIGN.md rule 4)."""
 
@@ -26,6 +30,7 @@ from medialog.api.assets import readable_asset, viewer_of
 from medialog.api.auth import Principal
 from medialog.api.commands import append_event
 from medialog.api.requests import correlation_id, optional_principal
+from medialog.api.stream import readable_by_anyone, signed_subject
 from medialog.domain.errors import ValidationError
 from medialog.domain.events import PlaybackIssued
 from medialog.domain.playback import (
@@ -63,11 +68,13 @@ async def issue_playback(request: web.Request) -> web.Response:
                               code="CLIENT_ADDRESS_UNKNOWN")
     expires = int(time.time()) + params.expires_in
     signing = request.app[keys.SIGNING]
+    subject = signed_subject(asset.asset_id, owner_audience=not readable_by_anyone(
+        row["owner_id"], row["visibility"], row["status"]))
 
     def url(path: str | None) -> str | None:
         if path is None:
             return None
-        return stream_url(settings.base_url, signing, asset.asset_id, expires, path, client_ip)
+        return stream_url(settings.base_url, signing, subject, expires, path, client_ip)
 
     body: dict[str, object] = {
         "asset_id": asset.asset_id,

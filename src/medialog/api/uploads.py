@@ -5,23 +5,31 @@ checks the staging object (HeadObject) and accepts or rejects the completion."""
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 
-from medialog.api import keys
+from medialog.api import keys, queries
 from medialog.api.assets import owned_asset
 from medialog.api.auth import ADMIN, CREATOR, require
 from medialog.api.commands import command_response, send_command
 from medialog.api.requests import command_id, command_meta, principal, read_json
 from medialog.domain.commands import CompleteUpload, RequestUpload
 from medialog.domain.uploads import staging_key, validate_upload
+from medialog.timefmt import iso
 
 _ASSET_NAMESPACE = uuid.UUID("9f1d2c3b-4a5e-4f60-8172-93a4b5c6d7e8")
 
 
 async def create_upload(request: web.Request) -> web.Response:
+    """202 with the asset id and a presigned PUT that signs the declared Content-Type and size.
+    A retry (same ``Idempotency-Key``) is the same command and names the same asset: while the
+    asset awaits its upload it gets a new URL valid until the first one's deadline; once the
+    upload is no longer awaited (completed, promoted…, expired, deleted) or that deadline has
+    passed, ``upload_url`` is null and ``asset_status`` says where the asset is."""
     who = await principal(request)
     require(who, CREATOR, ADMIN)
     settings = request.app[keys.SETTINGS]
@@ -45,22 +53,30 @@ async def create_upload(request: web.Request) -> web.Response:
         upload_expires_at=expires_at,
     )
     meta = command_meta(request, who, cmd_id, now)
-    upload_url = await asyncio.to_thread(
-        request.app[keys.BLOBS].presign_put,
-        settings.bucket_staging,
-        key,
-        content_type=spec.content_type,
-        expires_in=settings.upload_url_ttl_s,
-    )
+    earlier = None
+    if "Idempotency-Key" in request.headers:  # only then can the asset exist already
+        async with request.app[keys.PG].acquire() as conn:
+            earlier = await queries.fetch_asset(conn, asset_id)
+    body: dict[str, Any] = {"asset_id": asset_id}
+    if earlier is not None:  # the first request's deadline holds (the actor keeps its command)
+        expires_at = earlier["upload_expires_at"]
+    if earlier is None or (earlier["status"] == "awaiting_upload" and expires_at > now):
+        body["upload_url"] = await asyncio.to_thread(
+            request.app[keys.BLOBS].presign_put,
+            settings.bucket_staging,
+            key,
+            content_type=spec.content_type,
+            size_bytes=spec.size_bytes,
+            expires_in=math.ceil((expires_at - now).total_seconds()),
+        )
+        body["method"] = "PUT"
+        body["headers"] = {"Content-Type": spec.content_type,
+                           "Content-Length": str(spec.size_bytes)}
+    else:
+        body["upload_url"] = None
+        body["asset_status"] = earlier["status"]
+    body["expires_at"] = iso(expires_at)
     await send_command(request.app, "commands.asset", asset_id, command, meta)
-
-    body = {
-        "asset_id": asset_id,
-        "upload_url": upload_url,
-        "method": "PUT",
-        "headers": {"Content-Type": spec.content_type},
-        "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
-    }
     return await command_response(request, cmd_id, body,
                                   headers={"Location": f"/v1/assets/{asset_id}"})
 

@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from medialog.domain.errors import NotFound, ValidationError
+from medialog.domain.errors import ValidationError
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 DURATION_SLACK_S = 30.0  # a report may claim at most the asset's duration plus this
@@ -45,21 +45,6 @@ class AssetRef:
     status: str
     visibility: str
     duration_s: float | None
-
-
-def check_viewable(asset: AssetRef | None, viewer_id: str | None, is_admin: bool) -> AssetRef:
-    """The asset, if this viewer may watch, like or read its counters; else ``NotFound``.
-
-    Deleted and expired assets do not exist for engagement; a private one exists only for its
-    owner and admins. Any other status is accepted (a real player only plays ready assets, but
-    the rule does not depend on it). Refusals are 404, never 403, as for ``GET /v1/assets``, so
-    ids cannot be probed.
-    """
-    if asset is None or asset.status in GONE_STATUSES:
-        raise NotFound("no such asset", code="ASSET_NOT_FOUND")
-    if asset.visibility == "private" and not (is_admin or viewer_id == asset.owner_id):
-        raise NotFound("no such asset", code="ASSET_NOT_FOUND")
-    return asset
 
 
 def anonymous_viewer_key(salt: bytes, client_address: str) -> str:

@@ -1,0 +1,110 @@
+"""``/health/ready`` against the real embedded stack's PostgreSQL, Kafka and S3, with ffmpeg and
+ffprobe behind wrappers that record every start: the endpoint is unauthenticated, so it must not
+start a process per request."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from medialog.api import health, keys
+from medialog.api.app import _blobs, _postgres, _producer
+from medialog.config import Settings
+
+pytestmark = pytest.mark.integration
+
+CALLS = 25
+
+
+def recording_tool(directory: Path, tool: str, log: Path, *, works: bool = True) -> Path:
+    """An executable that appends its name to ``log`` on every start, then runs the real
+    ``tool`` (or, when not ``works``, exits 1)."""
+    real = shutil.which(tool)
+    assert real, f"{tool} is needed (scripts/system-deps.sh)"
+    path = directory / tool
+    then = f'exec "{real}" "$@"' if works else "exit 1"
+    path.write_text(f'#!/bin/sh\necho {tool} >> "{log}"\n{then}\n')
+    path.chmod(0o755)
+    return path
+
+
+def starts(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+@asynccontextmanager
+async def readiness_app(stack: Any, ffmpeg: Path, ffprobe: Path) -> AsyncIterator[str]:
+    """A process's readiness endpoint on the stack's real clients (the api app's own cleanup
+    contexts), with the given ffmpeg and ffprobe; yields its URL."""
+    settings = Settings.from_env(**{**stack.settings().model_dump(), "ffmpeg_bin": str(ffmpeg),
+                                    "ffprobe_bin": str(ffprobe)})
+    app = web.Application()
+    app[keys.SETTINGS] = settings
+    app[keys.PEERS] = {}
+    app[health.TOOLS] = health.tools_of(settings)
+    app.cleanup_ctx.extend([_postgres, _blobs, _producer])
+    app.router.add_get("/health/ready", health.ready)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/health/ready"))
+    finally:
+        await server.close()
+
+
+async def ready(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    async with http.get(url) as r:
+        return r.status, await r.json()
+
+
+async def test_ready_starts_ffmpeg_once_however_often_it_is_asked(stack, http, tmp_path):
+    log = tmp_path / "starts.log"
+    ffmpeg = recording_tool(tmp_path, "ffmpeg", log)
+    ffprobe = recording_tool(tmp_path, "ffprobe", log)
+    async with readiness_app(stack, ffmpeg, ffprobe) as url:
+        answers = [await ready(http, url) for _ in range(CALLS)]  # one after another
+        answers += await asyncio.gather(*(ready(http, url) for _ in range(CALLS)))  # at once
+    for status, body in answers:
+        assert status == 200, body
+        assert set(body["dependencies"]) == {"kafka", "postgres", "s3", "ffmpeg"}
+        assert all(d["status"] == "up" for d in body["dependencies"].values()), body
+    assert starts(log) == ["ffmpeg", "ffprobe"]  # once each, for 2 × CALLS requests
+
+
+async def test_a_failed_ffmpeg_check_is_repeated_only_after_a_pause(stack, http, tmp_path,
+                                                                     monkeypatch):
+    """A broken ffmpeg is reported down, the other dependencies still up, and is not started
+    again per request; once the pause is over the next request checks again, and a repaired
+    ffmpeg is then reported up (and, from then on, not started again)."""
+    log = tmp_path / "starts.log"
+    ffmpeg = recording_tool(tmp_path, "ffmpeg", log, works=False)
+    ffprobe = recording_tool(tmp_path, "ffprobe", log)
+    async with readiness_app(stack, ffmpeg, ffprobe) as url:
+        for _ in range(CALLS):
+            status, body = await ready(http, url)
+            assert status == 503 and body["status"] == "unavailable", body
+            deps = body["dependencies"]
+            assert deps["ffmpeg"] == {"status": "down", "error": "RuntimeError",
+                                      "latency_ms": deps["ffmpeg"]["latency_ms"]}
+            assert {n: d["status"] for n, d in deps.items() if n != "ffmpeg"} == {
+                "kafka": "up", "postgres": "up", "s3": "up"}
+        assert starts(log) == ["ffmpeg"]  # the first failure ends the probe, ffprobe not run
+
+        recording_tool(tmp_path, "ffmpeg", log)  # repaired
+        status, _ = await ready(http, url)
+        assert status == 503 and starts(log) == ["ffmpeg"]  # still within the pause
+
+        monkeypatch.setattr(health, "TOOLS_RECHECK_S", 0.0)  # the pause is over
+        for _ in range(CALLS):
+            status, body = await ready(http, url)
+            assert status == 200, body
+    assert starts(log) == ["ffmpeg", "ffmpeg", "ffprobe"]
