@@ -222,25 +222,23 @@ def cpu_by_name(pids: set[int]) -> dict[str, float]:
     return out
 
 
-async def ready_assets(data_dir: Path, pool: asyncpg.Pool, n: int) -> list[str]:
+async def ready_assets(kafka: str, pool: asyncpg.Pool, n: int) -> list[str]:
     """``n`` ready assets (of unknown duration: a view takes the 10 s threshold): each one's
     upload request and completed transcode appended to ``events.asset`` as the asset actor
-    appends them, once projected. Reports are accepted only for assets with something to play;
-    measuring their ingestion needs no media."""
+    appends them, once projected (``kafka``: the stack's bootstrap; its ``medialog dev`` runs
+    with no ``MEDIALOG_*`` settings, so topics have no prefix). Reports are accepted only for
+    assets with something to play; measuring their ingestion needs no media."""
     import uuid
     from datetime import UTC, datetime, timedelta
 
     from aiokafka import AIOKafkaProducer
 
-    from medialog.config import Settings
     from medialog.domain.events import TranscodeCompleted, UploadRequested
-    from medialog.embedded.stack import EmbeddedStack
     from medialog.envelope import encode_event, make_event
 
-    settings = Settings.from_env(**EmbeddedStack(data_dir).settings_overrides())
     now, owner = datetime.now(UTC), "benchcreator"
     assets = [str(uuid.uuid4()) for _ in range(n)]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
     await producer.start()
     try:
         for asset in assets:
@@ -255,8 +253,8 @@ async def ready_assets(data_dir: Path, pool: asyncpg.Pool, n: int) -> list[str]:
             ), 1):
                 event = make_event(payload, subject=asset, event_id=str(uuid.uuid4()), time=now,
                                    sequence=seq)
-                await producer.send_and_wait(settings.topic("events.asset"),
-                                             encode_event(event), key=asset.encode())
+                await producer.send_and_wait("events.asset", encode_event(event),
+                                             key=asset.encode())
     finally:
         await producer.stop()
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -288,7 +286,7 @@ async def run(args: argparse.Namespace, data_dir: Path, dev_pid: int, api_port: 
         dsn = f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog"
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         try:
-            assets = await ready_assets(data_dir, pool, 8)
+            assets = await ready_assets(f"127.0.0.1:{state['ports']['kafka']}", pool, 8)
             lag = await lag_run(http, api, assets, tokens, pool, args.rate, args.lag_duration,
                                 args.poll_ms / 1000, max_inflight=args.concurrency * 4)
         finally:
