@@ -1,24 +1,32 @@
 """Benchmark of playback-report ingestion through the real api, against a raw baseline.
 
-Run: ``.venv/bin/python bench/ingest.py [--duration 10] [--concurrency 64] [--rate 2000]``.
+Run: ``.venv/bin/python bench/ingest.py [--duration 10] [--concurrency 128] [--rate 2000]``.
 
-It starts its own ``medialog dev`` (embedded stack; the api and analytics in the dev process, the
-other roles in its child process) on a temporary
-data directory and a free loopback port, then, with one aiohttp client in this process:
+Everything runs on a temporary data directory and free loopback ports, driven by one aiohttp
+client in this process, in three phases:
 
-1. RAW BASELINE: a bare aiohttp server (its own process) whose handler returns 202 and does
-   nothing, driven by the same client, same bodies and headers, same concurrency and duration;
-2. INGEST: ``POST /v1/assets/{id}/views`` with RS256 JWTs (signed-in viewers): authentication,
-   asset lookup, validation, and a 202 only after the broker acknowledged (acks=all);
-   prints accepted reports/s, p50/p99 latency, ours ÷ raw (goal ≥ 0.5; exit 1 if not met) and
-   how many cores each process of the stack (and the client) kept busy meanwhile;
-3. LAG (measured first, on the fresh stack): reports offered open-loop at ``--rate``/s for ``--lag-duration`` s, each a new session
-   whose one report crosses the threshold, and the time from its 202 to its counted view being
-   visible in PostgreSQL (``view_sessions``, polled every ``--poll-ms``): p50/p99/max.
+1. WHOLE SYSTEM, on ``medialog dev`` (the embedded stack and every role: the api and the
+   ClickHouse projection in the dev process, the other roles in its child):
+   * LAG: reports offered open-loop at ``--rate``/s for ``--lag-duration`` s, each a new session
+     whose one report crosses the threshold, and the time from its 202 to its counted view being
+     visible in PostgreSQL (``asset_stats``, polled every ``--poll-ms``): p50/p99/max;
+   * a closed loop while the projections fold the reports on the same cores.
+2. THE RATIO, on the embedded services (SeaweedFS, tansu, PostgreSQL) and the api role alone
+   (``medialog run --roles api``, as the api is deployed: the projections are other processes,
+   here stopped until phase 3):
+   * RAW BASELINE: a bare aiohttp server (its own process) whose handler returns 202 and does
+     nothing, driven by the same client, bodies, headers, concurrency and duration;
+   * INGEST: ``POST /v1/assets/{id}/views`` with RS256 JWTs (signed-in viewers):
+     authentication, asset lookup, validation, and a 202 only after the broker acknowledged
+     (acks=all).
+   Each closed loop prints requests/s, p50/p99 latency and how many cores each process kept busy;
+   then ours ÷ raw (goal ≥ 0.5).
+3. NOTHING LOST: ``medialog dev`` again on the same data; once its projections caught up, every
+   accepted report must be folded (the bench assets' total watch time equals the sum over every
+   202) and exactly the lag sessions counted as views.
 
-Everything is bounded (durations, concurrency, timeouts) and stays on 127.0.0.1. Note the whole
-system shares this machine's cores with the client: the api process also runs the ClickHouse
-projection, and its child the actors and PostgreSQL projections, that fold these very reports.
+Exit 1 if the ratio misses the goal or a report is missing. Everything is bounded (durations,
+concurrency, timeouts) and stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -43,8 +51,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
-
-from proctree import cpu_s, name, stack_pids
+from proctree import cpu_s, descendants, name, stack_pids
 
 GOAL_RATIO = 0.5
 READY_TIMEOUT_S = 180
@@ -214,11 +221,12 @@ async def lag_run(http: aiohttp.ClientSession, base: str, assets: list[str],
 # -- main --------------------------------------------------------------------------------------------
 
 
-def cpu_by_name(pids: set[int]) -> dict[str, float]:
-    """CPU seconds used so far by ``pids``, summed per process name."""
+def cpu_by_name(pids: set[int] | dict[int, str]) -> dict[str, float]:
+    """CPU seconds used so far by ``pids``, summed per process name (or the name given)."""
+    named = pids if isinstance(pids, dict) else {pid: name(pid) for pid in pids}
     out: dict[str, float] = {}
-    for pid in pids:
-        out[name(pid)] = out.get(name(pid), 0.0) + cpu_s(pid)
+    for pid, label in named.items():
+        out[label] = out.get(label, 0.0) + cpu_s(pid)
     return out
 
 
@@ -266,76 +274,144 @@ async def ready_assets(kafka: str, pool: asyncpg.Pool, n: int) -> list[str]:
     return assets
 
 
-async def run(args: argparse.Namespace, data_dir: Path, dev_pid: int, api_port: int,
-              raw_port: int) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from medialog.issuer import load_private_key, mint_token
+def closed_loop_line(what: str, r: dict[str, Any]) -> str:
+    return (f"  {what:44s} {r['rate']:8.0f} req/s   p50 {r['p50'] * 1e3:6.1f} ms   "
+            f"p99 {r['p99'] * 1e3:6.1f} ms   non-202: {r['errors'] or 0}")
 
+
+def cores_line(busy: dict[str, float]) -> str:
+    ranked = sorted(((v, k) for k, v in busy.items() if v >= 0.01), reverse=True)
+    return (f"    cores busy ({os.cpu_count()} on this machine; the client is 'ingest.py'): "
+            + ", ".join(f"{k} {v:.2f}" for v, k in ranked))
+
+
+async def measured_loop(http: aiohttp.ClientSession, url_of: Callable[[int], str],
+                        headers_of: Callable[[int], dict[str, str]], pids: dict[int, str],
+                        args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    """A 1 s warm-up, then the closed loop, with the cores each of ``pids`` kept busy."""
+    warm = await closed_loop(http, url_of, headers_of, args.concurrency, 1.0, f"warm-{tag}")
+    before, began = cpu_by_name(pids), time.perf_counter()
+    result = await closed_loop(http, url_of, headers_of, args.concurrency, args.duration, tag)
+    after, elapsed = cpu_by_name(pids), time.perf_counter() - began
+    result["busy"] = {k: (after[k] - before.get(k, 0.0)) / elapsed for k in after}
+    result["accepted"] += warm["accepted"]  # every 202 is a report the projections must fold
+    return result
+
+
+class Load:
+    """The bench's viewers (RS256 tokens of the stack's own key) and the bodies they post."""
+
+    def __init__(self, data_dir: Path) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+        from medialog.issuer import load_private_key, mint_token
+
+        key = load_private_key(data_dir / "keys" / "jwt-private.pem")
+        self.tokens = [mint_token(key, user=f"user{i}", roles=["viewer"], issuer="medialog",
+                                  audience="medialog-api", ttl_s=3600) for i in range(USERS)]
+        self.assets: list[str] = []
+
+    def headers_of(self, n: int) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[n % USERS]}"}
+
+    def url(self, base: str) -> Callable[[int], str]:
+        return lambda n: f"{base}/v1/assets/{self.assets[n % len(self.assets)]}/views"
+
+
+def _session(args: argparse.Namespace) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency * 2),
+                                 timeout=aiohttp.ClientTimeout(total=30))
+
+
+async def whole_system(args: argparse.Namespace, data_dir: Path, dev_pid: int, api: str,
+                       load: Load) -> dict[str, Any]:
+    """Phase 1, on ``medialog dev`` (every role): the bench assets, the lag, and a closed loop
+    while the projections fold the reports on the same cores."""
     state = json.loads((data_dir / "stack.json").read_text())
-    key = load_private_key(data_dir / "keys" / "jwt-private.pem")
-
-    def token(user: str, role: str) -> str:
-        return mint_token(key, user=user, roles=[role], issuer="medialog",
-                          audience="medialog-api", ttl_s=3600)
-
-    tokens = [token(f"user{i}", "viewer") for i in range(USERS)]
-    api, raw = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{raw_port}"
-    conn = aiohttp.TCPConnector(limit=args.concurrency * 2)
-    async with aiohttp.ClientSession(connector=conn,
-                                     timeout=aiohttp.ClientTimeout(total=30)) as http:
-        dsn = f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog"
+    dsn = f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog"
+    async with _session(args) as http:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         try:
-            assets = await ready_assets(f"127.0.0.1:{state['ports']['kafka']}", pool, 8)
-            lag = await lag_run(http, api, assets, tokens, pool, args.rate, args.lag_duration,
-                                args.poll_ms / 1000, max_inflight=args.concurrency * 4)
+            load.assets = await ready_assets(f"127.0.0.1:{state['ports']['kafka']}", pool, 8)
+            lag = await lag_run(http, api, load.assets, load.tokens, pool, args.rate,
+                                args.lag_duration, args.poll_ms / 1000,
+                                max_inflight=args.concurrency * 4)
         finally:
             await pool.close()
-
-        def headers_of(n: int) -> dict[str, str]:
-            return {"Authorization": f"Bearer {tokens[n % USERS]}"}
-
-        def url(base: str) -> Callable[[int], str]:
-            return lambda n: f"{base}/v1/assets/{assets[n % len(assets)]}/views"
-        print(f"lag, 202 → counted view visible in PostgreSQL (poll {args.poll_ms} ms): offered "
-              f"{lag['offered']:.0f}/s, achieved {lag['achieved']:.0f}/s, visible "
-              f"{lag['visible']}/{lag['acked']}, errors {lag['errors']}")
-        print(f"  p50 {lag['p50'] * 1e3:.0f} ms   p99 {lag['p99'] * 1e3:.0f} ms   "
-              f"max {lag['max'] * 1e3:.0f} ms")
-        print(f"closed loop: {args.concurrency} concurrent requests, {args.duration:g} s each")
-        c, d = args.concurrency, args.duration
-        await closed_loop(http, url(raw), headers_of, c, 1.0, "warm-raw")
-        baseline = await closed_loop(http, url(raw), headers_of, c, d, "raw")
-        await closed_loop(http, url(api), headers_of, c, 1.0, "warm-api")
-        pids = stack_pids(dev_pid, data_dir) | {os.getpid()}
-        cpu_before, began = cpu_by_name(pids), time.perf_counter()
-        ours = await closed_loop(http, url(api), headers_of, c, d, "api")
-        cpu_after, elapsed = cpu_by_name(pids), time.perf_counter() - began
-        ratio = ours["rate"] / baseline["rate"]
-        for what, r in (("raw baseline (bare aiohttp 202)", baseline),
-                        ("ingest (real api, JWT, acks=all)", ours)):
-            print(f"  {what:34s} {r['rate']:8.0f} req/s   p50 {r['p50'] * 1e3:6.1f} ms   "
-                  f"p99 {r['p99'] * 1e3:6.1f} ms   non-202: {r['errors'] or 0}")
-        print(f"  ratio ingest / raw: {ratio:.2f}  (goal ≥ {GOAL_RATIO})")
-        busy = sorted(((cpu_after[k] - cpu_before.get(k, 0.0)) / elapsed, k) for k in cpu_after)
-        print(f"  cores busy during the ingest loop ({os.cpu_count()} on this machine; the bench "
-              "client is 'ingest.py'): " + ", ".join(
-                  f"{k} {v:.2f}" for v, k in reversed(busy) if v >= 0.01))
-
-        await asyncio.sleep(args.settle)  # let the projections drain the flood
-        views = await _total_views(dsn, assets)
-        print(f"counted views of the bench assets: {views}, expected {lag['acked']} (one per lag "
-              f"session; every closed-loop session has one 4 s report, below the threshold)")
-    return 0 if ratio >= GOAL_RATIO else 1
+        pids = {pid: name(pid) for pid in stack_pids(dev_pid, data_dir) | {os.getpid()}}
+        system = await measured_loop(http, load.url(api), load.headers_of, pids, args, "sys")
+    return {"lag": lag, "system": system}
 
 
-async def _total_views(dsn: str, assets: list[str]) -> int:
-    conn = await asyncpg.connect(dsn)
+async def api_alone(args: argparse.Namespace, data_dir: Path, api_port: int, raw_port: int,
+                    load: Load) -> dict[str, Any]:
+    """Phase 2, the ratio: the embedded services (SeaweedFS, tansu, PostgreSQL) and the api role
+    alone (``medialog run --roles api``), as the api is deployed on its own; the projections are
+    stopped and fold the reports in phase 3. The raw baseline runs on the same idle stack."""
+    from medialog.config import Settings
+    from medialog.embedded.stack import EmbeddedStack
+
+    api, raw = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{raw_port}"
+    async with EmbeddedStack(data_dir) as stack:
+        settings = Settings.from_env(**stack.settings_overrides(), api_host="127.0.0.1",
+                                     api_port=api_port)
+        with contextlib.ExitStack() as up:
+            api_proc = await asyncio.to_thread(up.enter_context, process(
+                [sys.executable, "-m", "medialog", "run", "--roles", "api"],
+                f"{api}/health/ready", data_dir / "api.log", settings.as_env()))
+            raw_proc = await asyncio.to_thread(up.enter_context, process(
+                [sys.executable, __file__, "--serve-baseline", str(raw_port)],
+                f"{raw}/health/ready", data_dir / "baseline.log"))
+            pids = {pid: name(pid) for pid in ({os.getpid()} | descendants(api_proc.pid)
+                                                | {p for p in stack.pids().values() if p})}
+            pids[raw_proc.pid] = "bare server"
+            async with _session(args) as http:
+                baseline = await measured_loop(http, load.url(raw), load.headers_of, pids, args,
+                                               "raw")
+                ours = await measured_loop(http, load.url(api), load.headers_of, pids, args,
+                                           "api")
+    return {"baseline": baseline, "api": ours}
+
+
+async def folded(args: argparse.Namespace, data_dir: Path, assets: list[str],
+                 expected_s: float) -> tuple[int, float]:
+    """Phase 3, on ``medialog dev`` again: once the projections caught up, the bench assets'
+    counted views and total watch time in PostgreSQL (waits up to ``--settle`` s for the
+    total to reach ``expected_s``: every accepted report folded)."""
+    state = json.loads((data_dir / "stack.json").read_text())
+    conn = await asyncpg.connect(
+        f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog")
     try:
-        return int(await conn.fetchval("SELECT coalesce(sum(view_count), 0) FROM asset_stats "
-                                       "WHERE asset_id = ANY($1::text[])", assets))
+        deadline = time.monotonic() + args.settle
+        while True:
+            views, watched = await conn.fetchrow(
+                "SELECT coalesce(sum(view_count), 0), coalesce(sum(watch_seconds_total), 0) "
+                "FROM asset_stats WHERE asset_id = ANY($1::text[])", assets)
+            if float(watched) >= expected_s or time.monotonic() > deadline:
+                return int(views), float(watched)
+            await asyncio.sleep(0.5)
     finally:
         await conn.close()
+
+
+def report(first: dict[str, Any], second: dict[str, Any], args: argparse.Namespace) -> float:
+    lag, system = first["lag"], first["system"]
+    baseline, ours = second["baseline"], second["api"]
+    print(f"lag, 202 → counted view visible in PostgreSQL (poll {args.poll_ms} ms): offered "
+          f"{lag['offered']:.0f}/s, achieved {lag['achieved']:.0f}/s, visible "
+          f"{lag['visible']}/{lag['acked']}, errors {lag['errors']}")
+    print(f"  p50 {lag['p50'] * 1e3:.0f} ms   p99 {lag['p99'] * 1e3:.0f} ms   "
+          f"max {lag['max'] * 1e3:.0f} ms")
+    print(f"closed loops: {args.concurrency} concurrent requests, {args.duration:g} s each")
+    ratio = ours["rate"] / baseline["rate"]
+    for what, r in (("raw baseline (bare aiohttp 202)", baseline),
+                    ("ingest: api role (JWT, acks=all)", ours)):
+        print(closed_loop_line(what, r))
+        print(cores_line(r["busy"]))
+    print(f"  ratio ingest / raw: {ratio:.2f}  (goal ≥ {GOAL_RATIO})")
+    print(closed_loop_line("whole system (projections folding meanwhile)", system))
+    print(cores_line(system["busy"]))
+    print(f"  ratio whole system / raw: {system['rate'] / baseline['rate']:.2f}")
+    return ratio
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="offered reports/s (lag)")
     parser.add_argument("--lag-duration", type=float, default=10.0)
     parser.add_argument("--poll-ms", type=int, default=20)
-    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--settle", type=float, default=120.0,
+                        help="at most this long for the projections to fold every report")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the temporary data directory (logs) for inspection")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -360,16 +437,26 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="medialog-bench-"))
     data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
     api_port, raw_port = free_port(), free_port()
+    dev_args = [sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir), "--port",
+                str(api_port)]
+    api = f"http://127.0.0.1:{api_port}"
+    ready = f"{api}/health/ready"
     try:
-        with contextlib.ExitStack() as up:
-            dev = up.enter_context(process(
-                [sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir), "--port",
-                 str(api_port)], f"http://127.0.0.1:{api_port}/health/ready", data_dir / "dev.log"))
-            up.enter_context(process(
-                [sys.executable, __file__, "--serve-baseline", str(raw_port)],
-                f"http://127.0.0.1:{raw_port}/health/ready", data_dir / "baseline.log"))
+        with process(dev_args, ready, data_dir / "dev.log") as dev:
             print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}")
-            return asyncio.run(run(args, data_dir, dev.pid, api_port, raw_port))
+            load = Load(data_dir)
+            first = asyncio.run(whole_system(args, data_dir, dev.pid, api, load))
+        second = asyncio.run(api_alone(args, data_dir, api_port, raw_port, load))
+        ratio = report(first, second, args)
+        accepted_s = 4.0 * sum(r["accepted"] for r in (first["system"], second["api"]))
+        expected_s = 12.0 * first["lag"]["acked"] + accepted_s
+        with process(dev_args, ready, data_dir / "dev.log"):
+            views, watched = asyncio.run(folded(args, data_dir, load.assets, expected_s))
+        print(f"folded after a restart: {views} counted views (expected {first['lag']['acked']}: "
+              f"one per lag session, the closed loops' single 4 s reports stay below the "
+              f"threshold), {watched:.0f} s watched (expected {expected_s:.0f}: every 202)")
+        complete = views == first["lag"]["acked"] and round(watched) == round(expected_s)
+        return 0 if ratio >= GOAL_RATIO and complete else 1
     finally:
         if args.keep_data:
             print(f"data dir kept: {data_dir}")

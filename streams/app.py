@@ -13,6 +13,7 @@ import faust
 
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
+from medialog.kafka import COMPRESSION
 from medialog.storage import BlobStore
 from medialog.tracking import Position
 from streams.faust_transport import App
@@ -38,6 +39,7 @@ def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
         store="memory://",
         datadir=str(s.data_dir / "faust"),
         producer_acks=-1,
+        producer_compression_type=COMPRESSION,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=s.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=s.kafka_heartbeat_interval_ms / 1000,

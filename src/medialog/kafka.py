@@ -56,6 +56,13 @@ def partition_of(key: bytes | None, all_partitions: list[int], available: list[i
     return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
+# Every producer's batches (the api's and Faust's): JSON events compress several times over, and
+# a smaller request made tansu's produce round trip shorter (9.4 → 6.1 ms for 128 view reports);
+# the api's throughput is bound by that round trip (one request in flight per broker). Every
+# Kafka client reads lz4 (Python's aiokafka through cramjam, the ``aiokafka[lz4]`` extra).
+COMPRESSION = "lz4"
+
+
 def new_producer(settings: Settings) -> AIOKafkaProducer:
     """acks=all (DESIGN.md rule 4); no idempotence: tansu rejects InitProducerId (INFRA.md)."""
     return AIOKafkaProducer(
@@ -64,6 +71,7 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=False,
         linger_ms=2,
+        compression_type=COMPRESSION,
         max_batch_size=256 * 1024,  # view reports share batches (16 KiB capped them)
         request_timeout_ms=settings.kafka_request_timeout_ms,
         client_id="medialog-api",

@@ -47,3 +47,14 @@ async def test_a_stream_signature_is_not_logged(caplog: pytest.LogCaptureFixture
     assert signature not in lines[0]
     assert f"GET /v1/stream/a1/1900000000/{REDACTED}/master.m3u8 HTTP/1.1\" 200" in lines[0]
     assert "GET /v1/assets/a1?x=1 HTTP/1.1\" 200" in lines[1]
+
+
+def test_nothing_is_formatted_below_info() -> None:
+    """aiohttp skips ``log`` when ``enabled`` is false: no line is built for a dropped record
+    (the api runs at WARNING in benchmarks and often in production)."""
+    logger = logging.getLogger("test.access")
+    access = AccessLog(logger, "")
+    logger.setLevel(logging.WARNING)
+    assert not access.enabled
+    logger.setLevel(logging.INFO)
+    assert access.enabled

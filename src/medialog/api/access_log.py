@@ -6,6 +6,8 @@ default format logs it."""
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, Request, StreamResponse
 
@@ -25,6 +27,12 @@ def logged_path(request: BaseRequest) -> str:
 
 
 class AccessLog(AbstractAccessLogger):
+    @property
+    def enabled(self) -> bool:
+        """aiohttp calls :meth:`log` only when this is true: nothing is formatted for a logger
+        that would drop the line (as aiohttp's own access logger does)."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info('%s "%s %s HTTP/%d.%d" %d %d "%s" %.6fs',
                          request.remote or "-", request.method, logged_path(request),
