@@ -299,7 +299,7 @@ async def measured_loop(http: aiohttp.ClientSession, url_of: Callable[[int], str
 
 
 class Load:
-    """The bench's viewers (RS256 tokens of the stack's own key) and the bodies they post."""
+    """The bench's viewers (RS256 tokens of the stack's own key) and the URLs they post to."""
 
     def __init__(self, data_dir: Path) -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
