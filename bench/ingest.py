@@ -19,8 +19,9 @@ client in this process, in three phases:
    * INGEST: ``POST /v1/assets/{id}/views`` with RS256 JWTs (signed-in viewers):
      authentication, asset lookup, validation, and a 202 only after the broker acknowledged
      (acks=all).
-   Each closed loop prints requests/s, p50/p99 latency and how many cores each process kept busy;
-   then ours ÷ raw (goal ≥ 0.5).
+   Each closed loop prints requests/s, p50/p99 latency, how many cores each process kept busy
+   and its CPU time per 202, and the rate at which their sum would fill every core; then ours ÷
+   raw (goal ≥ 0.5).
 3. NOTHING LOST: ``medialog dev`` again on the same data; once its projections caught up, every
    accepted report must be folded (the bench assets' total watch time equals the sum over every
    202) and exactly the lag sessions counted as views.
@@ -279,10 +280,17 @@ def closed_loop_line(what: str, r: dict[str, Any]) -> str:
             f"p99 {r['p99'] * 1e3:6.1f} ms   non-202: {r['errors'] or 0}")
 
 
-def cores_line(busy: dict[str, float]) -> str:
+def cores_line(r: dict[str, Any]) -> str:
+    """The cores each process kept busy and its CPU time per 202; their sum per 202, and the
+    rate at which that sum would keep every core of the machine busy (the ceiling the closed
+    loop cannot pass, whoever is faster)."""
+    busy, rate, cores = r["busy"], max(r["rate"], 1e-9), os.cpu_count() or 1
     ranked = sorted(((v, k) for k, v in busy.items() if v >= 0.01), reverse=True)
-    return (f"    cores busy ({os.cpu_count()} on this machine; the client is 'ingest.py'): "
-            + ", ".join(f"{k} {v:.2f}" for v, k in ranked))
+    per_202 = sum(busy.values()) / rate
+    return (f"    cores busy ({cores} on this machine; the client is 'ingest.py'), CPU per 202: "
+            + ", ".join(f"{k} {v:.2f} ({v / rate * 1e6:.0f} µs)" for v, k in ranked)
+            + f"\n    in all {per_202 * 1e6:.0f} µs a 202: every core busy at "
+              f"{cores / per_202:.0f} req/s")
 
 
 async def measured_loop(http: aiohttp.ClientSession, url_of: Callable[[int], str],
@@ -401,15 +409,18 @@ def report(first: dict[str, Any], second: dict[str, Any], args: argparse.Namespa
           f"{lag['visible']}/{lag['acked']}, errors {lag['errors']}")
     print(f"  p50 {lag['p50'] * 1e3:.0f} ms   p99 {lag['p99'] * 1e3:.0f} ms   "
           f"max {lag['max'] * 1e3:.0f} ms")
+    if lag["achieved"] < 0.95 * lag["offered"]:
+        print("  saturated: the system accepted less than offered, so this is the lag at the "
+              "achieved rate")
     print(f"closed loops: {args.concurrency} concurrent requests, {args.duration:g} s each")
     ratio = ours["rate"] / baseline["rate"]
     for what, r in (("raw baseline (bare aiohttp 202)", baseline),
                     ("ingest: api role (JWT, acks=all)", ours)):
         print(closed_loop_line(what, r))
-        print(cores_line(r["busy"]))
+        print(cores_line(r))
     print(f"  ratio ingest / raw: {ratio:.2f}  (goal ≥ {GOAL_RATIO})")
     print(closed_loop_line("whole system (projections folding meanwhile)", system))
-    print(cores_line(system["busy"]))
+    print(cores_line(system))
     print(f"  ratio whole system / raw: {system['rate'] / baseline['rate']:.2f}")
     return ratio
 

@@ -150,7 +150,9 @@ async def _decide(
     events = [
         make_event(p, subject=spec.subject(envelope.aggregate_id),
                    event_id=event_id(envelope.id, i), time=envelope.issued_at,
-                   sequence=base + i + 1, meta=envelope.meta)
+                   sequence=base + i + 1, actor_id=envelope.actor_id,
+                   actor_roles=envelope.actor_roles, causation_id=envelope.id,
+                   correlation_id=envelope.correlation_id)
         for i, p in enumerate(payloads)
     ]
     decision = _Decision([encode_event(e) for e in events], [e.id for e in events],

@@ -105,8 +105,14 @@ def make_event(
     event_id: str,
     time: datetime,
     sequence: int | None,
-    meta: CommandMeta | None = None,
+    actor_id: str | None = None,
+    actor_roles: Iterable[str] = (),
+    causation_id: str | None = None,
+    correlation_id: str | None = None,
 ) -> CloudEvent:
+    """The envelope of ``payload``. Who caused it: an actor's events name the command's sender
+    and the command (``CommandMeta``); an event the api appends names its caller, if signed in
+    (``actor_roles`` go with ``actor_id``), and the request."""
     return _TYPED[type(payload)](
         id=event_id,
         source=payload.SOURCE,
@@ -115,10 +121,10 @@ def make_event(
         time=time.astimezone(UTC),
         dataschema=dataschema_uri(payload.TYPE, payload.VERSION),
         sequence=sequence,
-        actorid=meta.actor_id if meta else None,
-        actorroles=",".join(meta.actor_roles) if meta else None,
-        causationid=meta.command_id if meta else None,
-        correlationid=meta.correlation_id if meta else None,
+        actorid=actor_id,
+        actorroles=None if actor_id is None else ",".join(actor_roles),
+        causationid=causation_id,
+        correlationid=correlation_id,
         data=payload,
     )
 
@@ -182,16 +188,6 @@ class CommandEnvelope(BaseModel):
     actor_roles: tuple[str, ...]
     correlation_id: str
     payload: dict[str, Any]
-
-    @property
-    def meta(self) -> CommandMeta:
-        return CommandMeta(
-            command_id=self.id,
-            issued_at=self.issued_at,
-            actor_id=self.actor_id,
-            actor_roles=self.actor_roles,
-            correlation_id=self.correlation_id,
-        )
 
 
 def encode_command(command: AssetCommand, *, aggregate_id: str, meta: CommandMeta) -> bytes:

@@ -731,6 +731,33 @@ async def test_rebuild_from_the_log_gives_the_same_read_model(http, stack, pg):
     assert (await stats_row(pg, asset))["view_count"] == 3
 
 
+async def test_a_rebuild_under_another_rule_rederives_the_counts(http, stack, pg):
+    """The rule is configuration: folding the log again under another one (``medialog rebuild
+    engagement`` with other ``MEDIALOG_VIEW_*``) re-derives every count; the raw reports stay
+    as they were, and the configured rule brings the counts back."""
+    settings = stack.settings()
+    asset = await ready_asset(stack, pg)
+    # 3 × 5 s: a view under a 10 s threshold, none under 20 s; 2 × 12 s: a view under either.
+    for session, seconds, times in ((sid(), 5, 3), (sid(), 12, 2)):
+        for _ in range(times):
+            assert (await report(http, stack, asset,
+                                 {"session_id": session, "watch_seconds": seconds}))[0] == 202
+    await eventually(lambda: settled_reports(pg, asset, 5))
+    assert settings.view_threshold_s == 10
+    assert await stats_row(pg, asset) == {"view_count": 2, "like_count": 0,
+                                          "watch_seconds_total": Decimal(39)}
+    pool = await asyncpg.create_pool(settings.postgres_dsn.get_secret_value(), min_size=2,
+                                     max_size=3)
+    try:
+        await rebuild(settings.model_copy(update={"view_threshold_s": 20.0}), pool, idle_s=1.0)
+        assert await stats_row(pg, asset) == {"view_count": 1, "like_count": 0,
+                                              "watch_seconds_total": Decimal(39)}
+        await rebuild(settings, pool, idle_s=1.0)
+    finally:
+        await pool.close()
+    assert (await stats_row(pg, asset))["view_count"] == 2
+
+
 async def test_a_retried_report_with_its_idempotency_key_counts_once(http, stack, pg):
     asset = await ready_asset(stack, pg)
     session = sid()

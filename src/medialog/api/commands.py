@@ -60,12 +60,10 @@ async def append_event(
     ``Idempotency-Key``, so a retried request is the same event) or fresh; a re-published copy
     keeps its id, so readers recognise duplicates either way."""
     event = make_event(payload, subject=subject, event_id=event_id or str(uuid.uuid4()),
-                       time=datetime.now(UTC), sequence=None)
-    event = event.model_copy(update={
-        "actorid": who.user_id if who else None,
-        "actorroles": ",".join(sorted(who.roles)) if who else None,
-        "correlationid": correlation_id,
-    })
+                       time=datetime.now(UTC), sequence=None,
+                       actor_id=who.user_id if who else None,
+                       actor_roles=sorted(who.roles) if who else (),
+                       correlation_id=correlation_id)
     await _produce(request.app, topic, subject, encode_event(event), "event", _EVENT_HEADERS)
     return event
 
