@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/transcode.py; \
 	$(BIN)/python bench/projections.py; \
 	$(BIN)/python bench/ingest.py; \
+	$(BIN)/python bench/log_reads.py; \
 	$(BIN)/python bench/memory.py
 
 clean:

@@ -235,8 +235,6 @@ class EmbeddedStack:
             "kafka_session_timeout_ms": 6000,
             "kafka_heartbeat_interval_ms": 1000,
             "kafka_rebalance_timeout_ms": 6000,
-            # tansu does not answer a waiting fetch early: keep the wait short (INFRA.md).
-            "kafka_fetch_max_wait_ms": 100,
             # One process per consumer group reads every partition here, so more partitions add
             # no parallelism, and tansu stores one S3 object per partition per produce request:
             # at ~1,500 reports/s, 1 partition halved both SeaweedFS's CPU and produce latency.
