@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Final, Literal, NamedTuple, NotRequired, TypeAlias
+from typing import Final, Literal, NamedTuple, TypeAlias
 
-
-from pydantic import Field, TypeAdapter
-from pydantic import ValidationError as PydanticValidationError
-from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
+import msgspec
 
 from medialog import tracking
 from medialog.domain.engagement import engagement_key
@@ -139,12 +136,19 @@ def read_event(event: CloudEvent, payload: DomainEvent | None) -> Read:
 
 
 # The tolerant reader ``reading`` parses first: of the current versions of the three event types
-# the fold uses, only the fields it uses (and the type and schema that say what it is), validated
-# in one pass over the JSON — two and a half times faster than ``decode_event``, which validates
-# the whole envelope and payload. Anything it does not match (another type, an older version to
-# upcast, something invalid) goes through ``decode_event``, so what it reads is what the full
+# the fold uses, only the fields it uses (and the type and schema that say what it is), decoded
+# and type-checked in one pass over the JSON by msgspec (strict: no coercion) — about five times
+# faster than ``decode_event``, which validates the whole envelope and payload with pydantic.
+# Anything it does not match (another type, an older version to upcast, a value pydantic would
+# coerce, something invalid) goes through ``decode_event``, so what it reads is what the full
 # decoder would give (tests/unit/test_engagement_reader.py holds the two equal).
-class _ViewData(TypedDict):
+VIEW_SCHEMA: Final = "urn:medialog:events:view.reported:v1"
+LIKED_SCHEMA: Final = "urn:medialog:events:engagement.liked:v1"
+UNLIKED_SCHEMA: Final = "urn:medialog:events:engagement.unliked:v1"
+READER_SCHEMAS = {ViewReported: VIEW_SCHEMA, Liked: LIKED_SCHEMA, Unliked: UNLIKED_SCHEMA}
+
+
+class _ViewData(msgspec.Struct, gc=False):
     asset_id: str
     viewer_key: str
     signed_in: bool
@@ -153,62 +157,64 @@ class _ViewData(TypedDict):
     duration_s: float | None
 
 
-class _ViewReported(TypedDict):
+class _ViewReported(msgspec.Struct, tag_field="dataschema", tag=VIEW_SCHEMA, gc=False):
     id: str
     type: Literal["medialog.view.reported"]
-    time: datetime
-    dataschema: Literal["urn:medialog:events:view.reported:v1"]
+    time: str  # converted by ``_time``
     data: _ViewData
 
 
-class _LikeData(TypedDict):
+class _LikeData(msgspec.Struct, gc=False):
     asset_id: str
     user_id: str
 
 
-class _Liked(TypedDict):
+class _Liked(msgspec.Struct, tag_field="dataschema", tag=LIKED_SCHEMA, gc=False):
     type: Literal["medialog.engagement.liked"]
-    time: datetime
-    sequence: NotRequired[int | None]
-    dataschema: Literal["urn:medialog:events:engagement.liked:v1"]
+    time: str
     data: _LikeData
+    sequence: int | None = None
 
 
-class _Unliked(TypedDict):
+class _Unliked(msgspec.Struct, tag_field="dataschema", tag=UNLIKED_SCHEMA, gc=False):
     type: Literal["medialog.engagement.unliked"]
-    time: datetime
-    sequence: NotRequired[int | None]
-    dataschema: Literal["urn:medialog:events:engagement.unliked:v1"]
+    time: str
     data: _LikeData
+    sequence: int | None = None
 
 
-VIEW_SCHEMA: Final = "urn:medialog:events:view.reported:v1"
-LIKED_SCHEMA: Final = "urn:medialog:events:engagement.liked:v1"
-READER_SCHEMAS = {ViewReported: VIEW_SCHEMA, Liked: LIKED_SCHEMA,
-                  Unliked: "urn:medialog:events:engagement.unliked:v1"}
-_READER: TypeAdapter[_ViewReported | _Liked | _Unliked] = TypeAdapter(
-    Annotated[_ViewReported | _Liked | _Unliked, Field(discriminator="dataschema")])
-_VALIDATE: Callable[[bytes], _ViewReported | _Liked | _Unliked] = \
-    _READER.validator.validate_json  # without TypeAdapter's wrapper: hot path
+_DECODE: Final = msgspec.json.Decoder(_ViewReported | _Liked | _Unliked).decode
+
+
+class _Unmatched(Exception):
+    """What the fast path leaves to ``decode_event``."""
+
+
+def _time(text: str) -> datetime:
+    """The event time as pydantic reads it. msgspec rounds a fraction of more than six digits
+    where pydantic truncates it: such a time (the 7th digit is at the same place in every form
+    msgspec accepts) is left to the full decoder."""
+    if text[26:27].isdigit() and text[19:20] == ".":
+        raise _Unmatched
+    return msgspec.convert(text, datetime)
 
 
 def read_raw(raw: bytes) -> Read:
     """One record as the fold reads it (``Undecodable.RECORD`` if it does not decode)."""
     try:
-        r = _VALIDATE(raw)
-    except PydanticValidationError:
+        r = _DECODE(raw)
+        at = _time(r.time)
+    except (msgspec.DecodeError, _Unmatched):
         try:
             return read_event(*decode_event(raw))
         except ValueError:
             return Undecodable.RECORD
-    if r["dataschema"] == VIEW_SCHEMA:
-        v = r["data"]
-        return ViewIn((v["asset_id"], v["viewer_key"], v["session_id"]), v["signed_in"],
-                      Report(report_id=r["id"], at=r["time"], watch_seconds=v["watch_seconds"],
-                             duration_s=v["duration_s"]))
-    like = r["data"]
-    return LikeIn(like["asset_id"], like["user_id"], r["dataschema"] == LIKED_SCHEMA,
-                  r.get("sequence"), r["time"])
+    if isinstance(r, _ViewReported):
+        v = r.data
+        return ViewIn((v.asset_id, v.viewer_key, v.session_id), v.signed_in,
+                      Report(report_id=r.id, at=at, watch_seconds=v.watch_seconds,
+                             duration_s=v.duration_s))
+    return LikeIn(r.data.asset_id, r.data.user_id, isinstance(r, _Liked), r.sequence, at)
 
 
 def reading(batch: Batch, stored: Mapping[Part, tracking.Stored] | None = None
