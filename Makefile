@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python bench/projections.py; \
 	$(BIN)/python bench/ingest.py; \
 	$(BIN)/python bench/log_reads.py; \
+	$(BIN)/python bench/consume.py; \
 	$(BIN)/python bench/memory.py
 
 clean:

@@ -29,10 +29,10 @@ class StreamDeps:
     analytics: Analytics | None
 
 
-def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
-    s = deps.settings
-    app = App(
-        s.consumer_group_of(roles),
+def faust_app(s: Settings, group: str) -> faust.App:
+    """A Faust app configured from the settings, consumer group ``group``, with no agent."""
+    return App(
+        group,
         broker=[f"kafka://{h.strip()}" for h in s.kafka_bootstrap.split(",") if h.strip()],
         web_enabled=False,
         autodiscover=False,
@@ -50,6 +50,10 @@ def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
         topic_replication_factor=s.topic_replication,
         topic_allow_declare=False,
     )
+
+
+def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
+    app = faust_app(deps.settings, deps.settings.consumer_group_of(roles))
     if "actors" in roles:
         from streams import asset_actor, engagement_actor
 

@@ -1,0 +1,212 @@
+"""Reading the log through a Faust agent, as every projection does, against a plain aiokafka
+consumer reading the same records, measured in the same run.
+
+    .venv/bin/python bench/consume.py [--records 100000] [--batch 500] [--repeats 3]
+
+A fresh embedded stack (SeaweedFS, tansu, PostgreSQL) gets one topic with as many partitions as
+medialog's own, holding ``--records`` records the size of a view report, appended ``--batch`` to
+a produce request (few S3 objects, so tansu's listing, which ``bench/log_reads.py`` measures,
+stays out of this one). Then, alternating, ``--repeats`` times each:
+
+* **ours**: a Faust app configured as medialog's (``streams.app.faust_app``: same transport,
+  fetch wait and fetch size) whose one agent reads as the projections do —
+  ``take_events(BATCH_MAX, within=BATCH_WITHIN_S)`` of ``projections.engagement_pg``, then
+  ``events_of`` each batch — in a new consumer group each time, so from the start;
+* **raw baseline**: an aiokafka consumer with the same fetch settings, assigned the partitions,
+  taking ``getmany(max_records=BATCH_MAX)`` batches and the same positions of each.
+
+Each side is timed from its first batch to its last record (start-up and group join excluded),
+and this process's CPU time meanwhile is divided by the records after that first batch (both
+sides run here, the Faust consumer's thread included). The best repeat counts. Prints both rates, ours ÷ raw, and the CPU
+per record of each. No goal: it records what the projections pay Faust to read the log; exit
+status 1 only if a side loses or repeats a record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # not ./projections.py
+try:
+    import medialog  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path[:0] = [str(_HERE.parent / "src"), str(_HERE.parent)]
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from medialog.config import Settings
+from medialog.embedded.stack import EmbeddedStack
+from medialog.tracking import Position
+from projections.engagement_pg import BATCH_MAX, BATCH_WITHIN_S
+from projections.runner import events_of
+from streams.app import faust_app, raw_topic
+
+TOPIC = "bench.consume"
+READ_LIMIT_S = 300.0
+# A view report's size on the log (~560 bytes): what the projections read most.
+RECORD = b'{"specversion":"1.0","type":"medialog.view.reported","data":' + b"x" * 500 + b"}"
+
+
+@dataclass
+class Reading:
+    """One side's read of the topic: checks that every offset comes once, in order."""
+
+    total: int
+    next_offset: dict[int, int] = field(default_factory=dict)
+    count: int = 0
+    first_batch: int = 0  # records in the batch that started the clock: not counted
+    first: float | None = None
+    cpu_first: float = 0.0
+    last: float = 0.0
+    cpu_last: float = 0.0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def take(self, batch: Sequence[tuple[Position, bytes]]) -> None:
+        if self.first is None:
+            self.first, self.cpu_first = time.perf_counter(), time.process_time()
+            self.first_batch = len(batch)
+        for position, _ in batch:
+            expected = self.next_offset.get(position.partition, 0)
+            if position.offset != expected:
+                raise SystemExit(f"partition {position.partition}: read offset "
+                                 f"{position.offset}, expected {expected}")
+            self.next_offset[position.partition] = expected + 1
+        self.count += len(batch)
+        if self.count >= self.total:
+            self.last, self.cpu_last = time.perf_counter(), time.process_time()
+            self.done.set()
+
+    def result(self) -> tuple[float, float]:
+        """Records/s and CPU µs per record, after the first batch until the last record."""
+        assert self.first is not None
+        records = self.count - self.first_batch or 1
+        return records / (self.last - self.first), (self.cpu_last - self.cpu_first) / records * 1e6
+
+
+async def fill(bootstrap: str, topic: str, partitions: int, records: int, batch: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                max_batch_size=2 * batch * len(RECORD))
+    await producer.start()
+    try:
+        for n in range(0, records, batch):
+            partition = n // batch % partitions
+            b = producer.create_batch()
+            for i in range(n, min(n + batch, records)):
+                if b.append(key=str(i).encode(), value=RECORD, timestamp=None) is None:
+                    raise SystemExit(f"a batch of {batch} records does not fit")
+            b.close()
+            await (await producer.send_batch(b, topic, partition=partition))
+    finally:
+        await producer.stop()
+
+
+async def through_faust(settings: Settings, records: int, run: int) -> Reading:
+    reading = Reading(records)
+    app = faust_app(settings, f"bench-consume-{run}")
+    topic = raw_topic(app, settings, TOPIC)
+
+    @app.agent(topic, name="bench-consume")
+    async def read(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            reading.take(events_of(batch))
+
+    await app.start()
+    try:
+        await asyncio.wait_for(reading.done.wait(), READ_LIMIT_S)
+    finally:
+        await app.stop()
+    return reading
+
+
+async def through_aiokafka(settings: Settings, records: int, fetch_size: int) -> Reading:
+    reading = Reading(records)
+    topic = settings.topic(TOPIC)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms, max_partition_fetch_bytes=fetch_size)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.topic_partitions)])
+        await consumer.seek_to_beginning()
+        began = time.perf_counter()
+        while not reading.done.is_set():
+            if time.perf_counter() - began > READ_LIMIT_S:
+                raise SystemExit(f"aiokafka read {reading.count} records in {READ_LIMIT_S:g} s")
+            fetched = await consumer.getmany(timeout_ms=int(BATCH_WITHIN_S * 1000),
+                                             max_records=BATCH_MAX)
+            batch = [(Position(r.topic, r.partition, r.offset), r.value or b"")
+                     for records_of in fetched.values() for r in records_of]
+            if batch:
+                reading.take(batch)
+    finally:
+        await consumer.stop()
+    return reading
+
+
+async def run(args: argparse.Namespace, data_dir: Path) -> tuple[tuple[float, float], ...]:
+    async with EmbeddedStack(data_dir) as stack:
+        settings = Settings.from_env(**stack.settings_overrides())
+        await fill(settings.kafka_bootstrap, settings.topic(TOPIC), settings.topic_partitions,
+                   args.records, args.batch)
+        fetch_size = faust_app(settings, "bench-consume-conf").conf.consumer_max_fetch_size
+        sides: list[tuple[str, Callable[[int], Any]]] = [
+            ("ours", lambda n: through_faust(settings, args.records, n)),
+            ("raw", lambda _: through_aiokafka(settings, args.records, fetch_size)),
+        ]
+        best: dict[str, tuple[float, float]] = {}
+        for n in range(args.repeats):
+            for name, side in sides:
+                rate, cpu = (await side(n)).result()
+                print(f"  {name:4} repeat {n + 1}: {rate:9,.0f} records/s, "
+                      f"{cpu:6.1f} µs CPU a record", flush=True)
+                if name not in best or rate > best[name][0]:
+                    best[name] = (rate, cpu)
+    return best["ours"], best["raw"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500, help="records per produce request")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    args.records = max(args.records, 2)
+    args.batch = max(args.batch, 1)
+    args.repeats = max(args.repeats, 1)
+    logging.basicConfig(level=logging.WARNING)
+    data_dir = Path(tempfile.mkdtemp(prefix="medialog-consume-"))
+    data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+    try:
+        print(f"{args.records:,} records, {args.batch} a produce request; Faust agent "
+              f"(take_events {BATCH_MAX}, within {BATCH_WITHIN_S} s) vs aiokafka getmany",
+              flush=True)
+        (ours, ours_cpu), (raw, raw_cpu) = asyncio.run(run(args, data_dir))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"ours (Faust agent): {ours:,.0f} records/s, {ours_cpu:.1f} µs CPU a record")
+    print(f"raw (aiokafka):     {raw:,.0f} records/s, {raw_cpu:.1f} µs CPU a record")
+    print(f"ratio ours / raw: {ours / raw:.2f}; CPU a record ours / raw: "
+          f"{ours_cpu / raw_cpu:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
