@@ -12,20 +12,22 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import asyncpg
-import faust
 
 from medialog.domain import events as e
 from medialog.domain.asset import STATUS_AFTER
 from medialog.envelope import payload_json
 from medialog.outcomes import NOTIFY_CHANNEL
-from projections.runner import Record, apply_or_skip, events_of
-from streams.app import StreamDeps, raw_topic
+from projections.reader import read
+from projections.runner import Record, apply_or_skip
+from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
 NAME = "projection.assets"
+BATCH_MAX, BATCH_WITHIN_S = 500, 0.2
 
 _MERGE_RENDITIONS = (
     "(SELECT coalesce(jsonb_agg(r), '[]'::jsonb) FROM jsonb_array_elements(assets.renditions) r "
@@ -137,10 +139,7 @@ async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, asset_id)
 
 
-def register(app: faust.App, deps: StreamDeps) -> None:
-    topic = raw_topic(app, deps.settings, "events.asset")
-
-    @app.agent(topic, name="projection-assets")
-    async def assets_projection(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(500, within=0.2):  # type: ignore[attr-defined]
-            await apply_or_skip(deps.pool, NAME, apply, events_of(batch))
+async def consume(deps: StreamDeps) -> None:
+    """Read ``events.asset`` and apply it (``projections.reader``) until cancelled."""
+    await read(deps.settings, NAME, ("events.asset",), BATCH_MAX, BATCH_WITHIN_S,
+               partial(apply_or_skip, deps.pool, NAME, apply))

@@ -1,7 +1,7 @@
 """Projection "clickhouse": every event of the public topics → ClickHouse (what analysts read).
 
 Reads ``events.asset``, ``events.engagement``, ``events.views`` and ``events.access`` in batches
-(``take_events``) and writes, per batch, one insert into ``views`` (each view report with the
+(``projections.reader``) and writes, per batch, one insert into ``views`` (each view report with the
 verdict of the view-counting rule) and then one insert into ``events`` (every event).
 
 **Why positions live in ClickHouse and not in PostgreSQL.** A ClickHouse insert cannot join a
@@ -26,10 +26,10 @@ often it is replayed. A report whose event id is already stored for its session 
 or seen earlier in the batch (the same report re-published: a duplicate on the log), gets no row
 and does not move the fold — exactly, not only within the rule's memory of recent ids.
 
-**A rule change** re-derives the stored verdicts (``projections.clickhouse_rederive``): the agent
-does it before it consumes anything when the rule recorded in ``view_rule`` is not its own, then
-drops its session cache. The new rows replace the old ones of the same event ids, so the
-sessions read is FINAL: until a merge, both versions of a row are in the table.
+**A rule change** re-derives the stored verdicts (``projections.clickhouse_rederive``): the
+projection does it before its reader joins the group, when the rule recorded in ``view_rule`` is
+not its own, then drops its session cache. The new rows replace the old ones of the same event
+ids, so the sessions read is FINAL: until a merge, both versions of a row are in the table.
 
 All ClickHouse work of a batch runs in one call on the ``Analytics`` thread (sync client)."""
 
@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import faust
 from clickhouse_connect.driver.client import Client
 
 from medialog.clickhouse import Analytics
@@ -62,7 +61,7 @@ from projections.clickhouse_rows import (
     event_row,
     first_offsets,
 )
-from projections.runner import events_of
+from projections.reader import read
 from streams.app import StreamDeps
 from streams.worker import retrying
 
@@ -334,10 +333,10 @@ class ClickHouseProjection:
 
 
 async def apply_with_retry(
-    analytics: Analytics, projection: ClickHouseProjection, batch: list[tuple[Position, bytes]]
+    analytics: Analytics, projection: ClickHouseProjection, batch: Sequence[tuple[Position, bytes]]
 ) -> BatchResult:
-    """Apply, retrying transient failures (inserts are idempotent), because Faust acknowledges
-    what an agent gives up on. A batch that fails for good is applied record by record and a
+    """Apply, retrying transient failures (inserts are idempotent), because the reader moves on
+    past whatever a batch gives up on. A batch that fails for good is applied record by record and a
     record that still fails is logged and passed over (its partition's position moves on with
     the next record), so one poison record cannot stall the four topics."""
     try:
@@ -365,7 +364,10 @@ async def derive_before_consuming(analytics: Analytics, projection: ClickHousePr
         await analytics.run(lambda _: projection.forget())
 
 
-def register(app: faust.App, deps: StreamDeps) -> None:
+async def consume(deps: StreamDeps) -> None:
+    """Re-derive the verdicts if the rule changed, then read ``TOPICS`` and apply them
+    (``projections.reader``) until cancelled. The re-derivation runs before the reader joins
+    its group: however long it takes, no rebalance waits on it."""
     s = deps.settings
     analytics = deps.analytics
     if analytics is None:
@@ -373,16 +375,13 @@ def register(app: faust.App, deps: StreamDeps) -> None:
     projection = ClickHouseProjection(
         ViewRule(threshold_s=s.view_threshold_s, window_s=s.view_window_s)
     )
-    topic = app.topic(*(s.topic(t) for t in TOPICS), key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
+    await retrying(f"projection {NAME}: re-deriving verdicts",
+                   partial(derive_before_consuming, analytics, projection))
 
-    @app.agent(topic, name="projection-clickhouse")
-    async def clickhouse_projection(stream: faust.StreamT[bytes]) -> None:
-        await retrying(f"projection {NAME}: re-deriving verdicts",
-                       partial(derive_before_consuming, analytics, projection))
-        batches = stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
-        async for batch in batches:  # (StreamT does not declare take_events; Stream has it)
-            result = await apply_with_retry(analytics, projection, events_of(batch))
-            if result.applied:
-                log.debug("projection %s: %d applied, %d view rows %s",
-                          NAME, result.applied, result.views, result.verdicts)
+    async def handle(batch: Sequence[tuple[Position, bytes]]) -> None:
+        result = await apply_with_retry(analytics, projection, batch)
+        if result.applied:
+            log.debug("projection %s: %d applied, %d view rows %s",
+                      NAME, result.applied, result.views, result.verdicts)
+
+    await read(s, NAME, TOPICS, BATCH_SIZE, BATCH_WITHIN_S, handle)

@@ -11,8 +11,8 @@ Exactly once (DESIGN.md rules 2, 3): each batch is one transaction with its offs
   above the stored version (equal or lower: a re-emitted duplicate, skipped).
 
 Counters change by deltas computed in the same transaction, so they equal the fold of the log.
-The live agent runs ``EngagementProjection``, which also remembers the rows it committed so that
-its next batches need not read them back; the rebuild (``projections.engagement_rebuild``,
+The live projection runs ``EngagementProjection``, which also remembers the rows it committed so
+that its next batches need not read them back; the rebuild (``projections.engagement_rebuild``,
 ``medialog rebuild engagement``) runs the same fold through ``make_apply`` and the runner.
 """
 
@@ -27,7 +27,6 @@ from functools import partial
 from operator import itemgetter
 
 import asyncpg
-import faust
 from pydantic_core import to_json
 
 from medialog import tracking
@@ -47,12 +46,12 @@ from projections.engagement_fold import (
     reading,
     touched,
 )
+from projections.reader import read
 from projections.runner import (
     Apply,
     Batch,
     PartitionCache,
     Record,
-    events_of,
     overlapped,
     project_or_skip,
 )
@@ -273,15 +272,9 @@ async def _write(
     return {(r[0], r[1]): r[2] for r in rows if r[0] is not None}
 
 
-def register(app: faust.App, deps: StreamDeps) -> None:
+async def consume(deps: StreamDeps) -> None:
+    """Read ``TOPICS`` and apply them (``projections.reader``) until cancelled."""
     s = deps.settings
     projection = EngagementProjection(rule_of(s), keep_s=s.view_sessions_keep_s)
-    topic = app.topic(*(s.topic(t) for t in TOPICS), key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
-
-    @app.agent(topic, name="projection-engagement")
-    async def engagement_projection(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(  # type: ignore[attr-defined]
-            BATCH_MAX, within=BATCH_WITHIN_S
-        ):
-            await project_or_skip(deps.pool, projection, events_of(batch))
+    await read(s, NAME, TOPICS, BATCH_MAX, BATCH_WITHIN_S,
+               partial(project_or_skip, deps.pool, projection))

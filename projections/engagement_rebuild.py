@@ -1,9 +1,10 @@
 """Rebuild the engagement projection from the log (``medialog rebuild engagement``).
 
-Faust resumes from its group's committed offsets, so it cannot be asked to re-read a topic; the
-rebuild therefore reads ``events.views`` and ``events.engagement`` itself, with a plain aiokafka
-consumer that joins no group (manual assignment, seek to offset 0), and applies them through the
-same ``apply_batch`` and the same tracking rows as the live agent.
+The live reader resumes from its group's committed offsets (``projections.reader``), so it cannot
+be asked to re-read a topic; the rebuild therefore reads ``events.views`` and
+``events.engagement`` itself, with a consumer that joins no group (manual assignment, seek to
+offset 0), and applies them through the same ``apply_batch`` and the same tracking rows as the
+live projection.
 
 Procedure (safe while the live projection runs; it need not be stopped):
 
@@ -14,9 +15,9 @@ Procedure (safe while the live projection runs; it need not be stopped):
    ``consumer_offsets`` rows;
 3. read every partition from offset 0 until it has passed T (never relying on the broker's end
    offsets, DESIGN.md rule 1) and then until nothing new arrives for ``idle_s``;
-4. release the lock. The live agent resumes where it was: what the rebuild already applied is at
-   or below the tracking offsets and is skipped, the rest is applied — nothing lost, nothing
-   twice.
+4. release the lock. The live projection resumes where it was: what the rebuild already applied
+   is at or below the tracking offsets and is skipped, the rest is applied — nothing lost,
+   nothing twice.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from functools import partial
 from typing import Generic, Protocol, TypeVar
 
 import asyncpg
-import faust
 
 from medialog import tracking
 from medialog.domain.events import DomainEvent
@@ -159,7 +158,7 @@ async def apply_batch(pool: asyncpg.Pool, name: str, apply: Apply, batch: Batch)
 
 
 async def apply_or_skip(pool: asyncpg.Pool, name: str, apply: Apply, batch: Batch) -> None:
-    """What projection agents call (Faust acknowledges whatever an agent gives up on, so
+    """What projections call (their reader moves on past whatever a batch gives up on, so
     nothing may escape). Transient failures — database or network — are retried for as long as
     they last: the batch is idempotent. A batch that fails for good is applied record by record,
     and a record that still fails is logged and passed over with its position stored, so one
@@ -195,9 +194,3 @@ async def _or_skip(
 async def _pass_over(pool: asyncpg.Pool, name: str, position: Position) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await tracking.advance(conn, name, [position])
-
-
-def events_of(batch: Sequence[faust.EventT[bytes]]) -> list[tuple[Position, bytes]]:
-    from streams.app import position
-
-    return [(position(e), e.value) for e in batch]

@@ -1,4 +1,5 @@
-"""The Faust application hosting actors, workers and projections for the selected roles.
+"""The Faust application hosting the actors and workers of the selected roles (projections read
+the log with their own consumers: ``projections.reader``).
 
 Correctness never rests on Faust's committed offsets or tables (DESIGN.md rule 1): every agent
 stores its own position in PostgreSQL with its effects and skips what it already handled. Faust's
@@ -59,15 +60,6 @@ def create_faust_app(deps: StreamDeps, roles: set[Role]) -> faust.App:
 
         asset_actor.register(app, deps)
         engagement_actor.register(app, deps)
-    if "projections" in roles:
-        from projections import assets_pg, engagement_pg
-
-        assets_pg.register(app, deps)
-        engagement_pg.register(app, deps)
-    if "analytics" in roles:
-        from projections import clickhouse
-
-        clickhouse.register(app, deps)
     if "workers" in roles:
         from streams import janitor, promoter, transcoder
 

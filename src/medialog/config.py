@@ -120,8 +120,8 @@ class Settings(BaseSettings):
     def consumer_group_of(self, roles: Iterable[Role]) -> str:
         """The Faust application id (consumer group) of a process running ``roles``. Kafka gives
         each partition of a group to one member only, so processes with different agents on one
-        topic (the promoter, a worker, and the assets projection both read ``events.asset``) must
-        not share a group, while processes running the same roles do (they share the partitions).
+        topic must not share a group, while processes running the same roles do (they share the
+        partitions). Projections have a group each (``projections.reader.group_of``).
         Every consuming role in one process (``run --roles all``): ``consumer_group``. Faust names
         topics after it, so it keeps to Kafka's topic characters (roles joined with ``-``)."""
         consuming = sorted(set(roles) - {"api"})

@@ -1,15 +1,16 @@
-"""The topics of DESIGN.md and the clients the api uses (aiokafka). Faust roles get their own
-clients from ``streams.app``. Only ordinary client APIs: the same code runs on tansu and Kafka."""
+"""The topics of DESIGN.md and the aiokafka clients: the api's producer and the projections'
+consumers. Faust roles get their own clients from ``streams.app``. Only ordinary client APIs:
+the same code runs on tansu and Kafka."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
@@ -76,6 +77,25 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         max_batch_size=256 * 1024,  # view reports share batches (16 KiB capped them)
         request_timeout_ms=settings.kafka_request_timeout_ms,
         client_id="medialog-api",
+    )
+
+
+def new_consumer(settings: Settings, group: str, topics: Sequence[str]) -> AIOKafkaConsumer:
+    """A consumer of ``topics`` (prefix applied) in ``group``, committing nothing by itself and
+    starting a partition its group never committed from the earliest record; group timeouts and
+    fetch wait as Faust's consumers have them (``streams.app``)."""
+    return AIOKafkaConsumer(
+        *(settings.topic(t) for t in topics),
+        bootstrap_servers=_bootstrap(settings),
+        group_id=group,
+        client_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
 
 

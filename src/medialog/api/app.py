@@ -1,13 +1,16 @@
 """The one application factory. ``create_app(settings, roles)`` wires the clients each role
 needs, each opened in its own cleanup context (no I/O at import or construction time). The
-api role serves the REST routes; the other roles run as Faust agents hosted in the same
-process, which also answers ``/health`` and ``/health/ready`` (ready when its own clients and
-its ``peers``, the processes it was started with, are)."""
+api role serves the REST routes; actors and workers run as Faust agents and projections as
+readers of their own (``projections.reader``), hosted in the same process, which also answers
+``/health`` and ``/health/ready`` (ready when its own clients and its ``peers``, the processes it
+was started with, are)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 import aiohttp
 import asyncpg
@@ -25,7 +28,12 @@ from medialog.kafka import new_producer
 from medialog.signing import SigningKeys
 from medialog.storage import BlobStore
 
+if TYPE_CHECKING:
+    from streams.app import StreamDeps
+
 log = logging.getLogger(__name__)
+FAUST_ROLES: frozenset[Role] = frozenset({"actors", "workers"})  # Faust agents
+PROJECTION_ROLES: frozenset[Role] = frozenset({"projections", "analytics"})  # projections.reader
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
@@ -80,21 +88,40 @@ async def _signing(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def _streams(app: web.Application) -> AsyncIterator[None]:
-    from streams.app import StreamDeps, create_faust_app
+def _deps(app: web.Application) -> StreamDeps:
+    """What agents and projections need (``streams`` is imported only by roles that run them)."""
+    from streams.app import StreamDeps
 
-    deps = StreamDeps(
+    return StreamDeps(
         settings=app[keys.SETTINGS],
         pool=app[keys.PG],
         blobs=app[keys.BLOBS],
         analytics=app.get(keys.ANALYTICS),
     )
+
+
+async def _streams(app: web.Application) -> AsyncIterator[None]:
+    from streams.app import create_faust_app
+
     roles: frozenset[Role] = app[keys.ROLES]
-    faust_app = create_faust_app(deps, set(roles))
+    faust_app = create_faust_app(_deps(app), set(roles))
     app[keys.FAUST] = faust_app
     await faust_app.start()
     yield
     await faust_app.stop()
+
+
+async def _projections(app: web.Application) -> AsyncIterator[None]:
+    """Each projection of the roles reads and applies the log in a task of its own."""
+    from projections.reader import readers, supervised
+
+    roles: frozenset[Role] = app[keys.ROLES]
+    tasks = [asyncio.create_task(supervised(name, run), name=name)
+             for name, run in readers(_deps(app), set(roles)).items()]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def create_app(
@@ -115,7 +142,9 @@ def create_app(
     if "api" in roles:
         app.cleanup_ctx.append(_auth)
         app.cleanup_ctx.append(_signing)
-    if roles - {"api"}:
+    if roles & FAUST_ROLES:
         app.cleanup_ctx.append(_streams)
+    if roles & PROJECTION_ROLES:
+        app.cleanup_ctx.append(_projections)
     setup_routes(app, api="api" in roles, serve_jwks=settings.jwt_private_key_file is not None)
     return app
