@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/projections.py [--events N] [--batch B] [--repeats R]
 
-**ClickHouse half.** Our path is ``ClickHouseProjection.apply`` — exactly what the agent runs
-on the ClickHouse thread for each ``take_events`` batch: read the stored positions, decode the
+**ClickHouse half.** Our path is ``ClickHouseProjection.apply`` — exactly what the projection
+runs on the ClickHouse thread for each batch its reader takes (``projections.reader``): read the stored positions, decode the
 CloudEvents, take the touched sessions' states and already-stored report ids (from the
 projection's session cache when the batch continues where it left off, else read from
 ClickHouse), fold the view reports through the counting rule, insert ``views`` then ``events``,
 then (at most every ``POSITIONS_EVERY_S``) the positions. Each repeat starts a new projection
-(cold, as a restarted agent: its first batch reads the positions). It is fed pre-encoded
+(cold, as a restarted projection: its first batch reads the positions). It is fed pre-encoded
 CloudEvents batches (a mix of the four public topics; view reports in sessions of several
 reports) against chDB in a temporary directory. The RAW BASELINE inserts exactly the rows our
 path writes (built beforehand) with clickhouse-connect, batch by batch, into tables of
@@ -20,13 +20,10 @@ when it is not met).
 view and like events of the same workload vs a raw asyncpg ``COPY`` of one row per event; see
 ``postgres_half``.
 
-Both halves cut the log into batches as large as their agent takes at most (``take_events``:
-ClickHouse ``BATCH_SIZE``, PostgreSQL ``BATCH_MAX``), the raw side into the same batches.
+Both halves cut the log into batches as large as their reader takes at most (ClickHouse
+``BATCH_SIZE``, PostgreSQL ``BATCH_MAX``), the raw side into the same batches.
 
-Not measured: reading the log. In the live projections process (``bench/ingest.py``'s whole
-system, sampled with py-spy) ``apply_batch`` is about a sixth of the busy CPU; Faust's
-consumer (its fetcher thread, the per-message drain and the stream feeding ``take_events``)
-takes about four times as much.
+Not measured: reading the log, which ``bench/consume.py`` measures (~5 µs of CPU a record).
 """
 
 from __future__ import annotations
@@ -184,7 +181,7 @@ def clickhouse_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
         try:
             migrate(client)
             def ours() -> None:
-                projection = ClickHouseProjection(rule)  # as a (re)started agent: cold
+                projection = ClickHouseProjection(rule)  # as a (re)started projection: cold
                 for b in work:
                     projection.apply(client, b)
 
@@ -213,12 +210,12 @@ def clickhouse_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
 
 def postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
     """Our PostgreSQL counters projection — ``EngagementProjection.apply_batch``, exactly what
-    the agent runs per ``take_events`` batch: read the records (the fold's tolerant reader),
+    the projection runs per batch its reader takes: read the records (the fold's tolerant reader),
     lock positions, take the touched sessions'
     and likes' rows (from the projection's row cache when it can vouch for them, else read),
     fold each session through the counting rule, upsert sessions, likes and ``asset_stats`` and
     advance positions in one statement, commit; each repeat starts a new projection (cold, as a
-    restarted agent) — against the RAW BASELINE: an asyncpg ``COPY`` of one row per event (the
+    restarted projection) — against the RAW BASELINE: an asyncpg ``COPY`` of one row per event (the
     same events, already decoded, the cheapest way to land them in PostgreSQL) into a plain
     table, one transaction per batch, same batches.
     Afterwards the counters ours wrote are checked against the pure rule's fold of the log.
@@ -255,7 +252,7 @@ async def _postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float
                 await conn.execute("TRUNCATE view_sessions, likes, asset_stats, raw_events")
                 await conn.execute("DELETE FROM consumer_offsets WHERE consumer = $1", NAME)
             began = time.perf_counter()
-            projection = EngagementProjection(rule)  # as a (re)started agent: cold
+            projection = EngagementProjection(rule)  # as a (re)started projection: cold
             for chunk in chunks:
                 await projection.apply_batch(pool, chunk)
             ours_best = min(ours_best, time.perf_counter() - began)
@@ -310,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per repeat")
     parser.add_argument("--batch", type=int, default=None,
-                        help="events per batch (default: what each agent takes at most, "
+                        help="events per batch (default: what each reader takes at most, "
                         f"{CH_BATCH} for ClickHouse, {PG_BATCH} for PostgreSQL)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats; the best is reported")
     args = parser.parse_args(argv)
