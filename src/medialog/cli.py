@@ -142,8 +142,9 @@ async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object 
         await stop.wait()
     finally:
         log.info("stopping")
-        # Draining is bounded: Faust waits for in-flight agent work, and every effect is
-        # idempotent (DESIGN.md rule 6), so giving up on a stuck drain loses nothing.
+        # Draining is bounded: Faust waits for in-flight agent work, a projection's batch in
+        # flight rolls back, and every effect is idempotent (DESIGN.md rule 6), so giving up on
+        # a stuck drain loses nothing.
         try:
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT_S)
         except TimeoutError:

@@ -36,3 +36,21 @@ def test_every_group_is_a_legal_kafka_topic_name() -> None:
         for roles in itertools.combinations(ALL_ROLES, n):
             if set(roles) != {"api"}:
                 assert re.fullmatch(r"[A-Za-z0-9._-]+", s.consumer_group_of(roles)), roles
+
+
+def test_each_projection_reads_in_a_group_of_its_own() -> None:
+    """Shared by the processes running that projection, by no other reader and no Faust app."""
+    from projections import assets_pg, clickhouse, engagement_pg
+    from projections.reader import group_of, readers
+    from streams.app import StreamDeps
+
+    s = Settings(consumer_group="ml")
+    groups = {group_of(s, p.NAME) for p in (assets_pg, engagement_pg, clickhouse)}
+    assert groups == {"ml.projection.assets", "ml.projection.engagement", "ml.projection.clickhouse"}
+    faust = {s.consumer_group_of(roles) for n in range(1, len(ALL_ROLES) + 1)
+             for roles in itertools.combinations(ALL_ROLES, n) if set(roles) != {"api"}}
+    assert not groups & faust
+    deps = StreamDeps(settings=s, pool=None, blobs=None, analytics=None)  # type: ignore[arg-type]
+    assert set(readers(deps, {"projections", "actors"})) == {assets_pg.NAME, engagement_pg.NAME}
+    assert set(readers(deps, {"api", "analytics"})) == {clickhouse.NAME}
+    assert readers(deps, {"api", "actors", "workers"}) == {}
