@@ -27,7 +27,8 @@ from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
 NAME = "projection.assets"
-BATCH_MAX, BATCH_WITHIN_S = 500, 0.2
+# What the api reads back after a command: a batch waits at most 50 ms to fill.
+BATCH_MAX, BATCH_WITHIN_S = 500, 0.05
 
 _MERGE_RENDITIONS = (
     "(SELECT coalesce(jsonb_agg(r), '[]'::jsonb) FROM jsonb_array_elements(assets.renditions) r "

@@ -61,7 +61,9 @@ log = logging.getLogger(__name__)
 NAME = "projection.engagement"
 TOPICS = ("events.views", "events.engagement")
 GATE_LOCK = 0x6D6C656E  # advisory lock: live batches share it, a rebuild takes it alone
-BATCH_MAX, BATCH_WITHIN_S = 2000, 0.2
+# A batch waits at most 50 ms to fill: at 2,000 reports/s, 200 ms (Faust's take_events here
+# before) put ~230 ms on the p50 lag to the counters and saved no measurable CPU.
+BATCH_MAX, BATCH_WITHIN_S = 2000, 0.05
 # Rows (sessions, likes: each kind) EngagementProjection remembers. A session with its recent
 # report ids weighs ~1.5 KB; players report every few seconds, so at 2,000 reports/s about
 # 10k sessions are live at once.

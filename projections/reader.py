@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from medialog.config import Role, Settings
@@ -50,8 +50,7 @@ async def read(settings: Settings, name: str, topics: Sequence[str], batch_max: 
     committed_at = time.monotonic()
     try:
         while True:
-            fetched = await consumer.getmany(timeout_ms=int(within_s * 1000),
-                                             max_records=batch_max)
+            fetched = await _take(consumer, batch_max, within_s)
             if fetched:
                 await handle([(Position(r.topic, r.partition, r.offset), r.value or b"")
                               for records in fetched.values() for r in records])
@@ -61,6 +60,24 @@ async def read(settings: Settings, name: str, topics: Sequence[str], batch_max: 
                 applied, committed_at = {}, time.monotonic()
     finally:
         await consumer.stop()
+
+
+async def _take(consumer: AIOKafkaConsumer, batch_max: int, within_s: float
+                ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """The next batch: at most ``batch_max`` records, those arriving within ``within_s`` of the
+    first (as Faust's ``take_events``: fewer, larger transactions and ClickHouse parts, for a
+    latency of at most ``within_s``); nothing if none arrives within ``within_s``."""
+    taken: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = await consumer.getmany(
+        timeout_ms=int(within_s * 1000), max_records=batch_max)
+    count = sum(map(len, taken.values()))
+    deadline = time.monotonic() + within_s
+    while count and count < batch_max and (left := deadline - time.monotonic()) > 0:
+        more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)),
+                                      max_records=batch_max - count)
+        for tp, records in more.items():
+            taken.setdefault(tp, []).extend(records)
+            count += len(records)
+    return taken
 
 
 async def _commit(consumer: AIOKafkaConsumer, name: str,
