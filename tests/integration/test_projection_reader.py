@@ -1,6 +1,7 @@
 """The projections' reader (``projections.reader.read``) on the stack's broker: every record once,
 each partition in log order, batches no larger than asked; stopped and started again in the same
-group, it resumes after what it committed to Kafka, which is only what it had handed over."""
+group, it resumes after what it committed to Kafka, which is only what it had handed over; two
+readers of one projection share its partitions."""
 
 from __future__ import annotations
 
@@ -134,3 +135,41 @@ async def test_a_reader_cancelled_while_handling_commits_nothing_of_that_batch(s
     await asyncio.gather(task, return_exceptions=True)
     assert handed.by_partition() == {p: [(n, values[2 * n + p]) for n in range(2)]
                                      for p in (0, 1)}
+
+
+async def test_two_readers_of_one_projection_share_its_partitions(stack):
+    """As two processes running the same projection: once both are in the group, each partition
+    is read by one of them, and every record reaches one of them once."""
+    settings = stack.settings()
+    topic, name = f"test.reader.{uuid.uuid4().hex[:8]}", f"test.reader.{uuid.uuid4().hex[:8]}"
+    await _create(settings, topic, 2)
+    readers = (Handed(10**9), Handed(10**9))
+    tasks = [asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, h))
+             for h in readers]
+    values = [f"r{n}".encode() for n in range(40)]
+    try:
+        for n in range(30):  # until the group has settled: a partition each
+            await _produce(settings, topic, [f"settle{n}-{p}".encode() for p in (0, 1)])
+            await asyncio.sleep(1)
+            last = [{pos.partition for pos, _ in h.batches[-1]} if h.batches else set()
+                    for h in readers]
+            if len(last[0]) == len(last[1]) == 1 and last[0] != last[1]:
+                break
+        else:
+            pytest.fail("the two readers never held a partition each")
+        await _produce(settings, topic, values)
+        for _ in range(100):
+            handed = [[(p, v) for p, records in h.by_partition().items()
+                       for _, v in records if v in values] for h in readers]
+            if sum(map(len, handed)) >= len(values):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    partitions = [{p for p, _ in h} for h in handed]
+    assert sorted(map(len, partitions)) == [1, 1] and partitions[0] != partitions[1]
+    by_partition = {p: [v for h in handed for q, v in h if q == p] for p in (0, 1)}
+    assert by_partition == {p: values[p::2] for p in (0, 1)}
