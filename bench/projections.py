@@ -3,12 +3,12 @@
     .venv/bin/python bench/projections.py [--events N] [--batch B] [--repeats R]
 
 **ClickHouse half.** Our path is ``ClickHouseProjection.apply`` — exactly what the projection
-runs on the ClickHouse thread for each batch its reader takes (``projections.reader``): read the stored positions, decode the
-CloudEvents, take the touched sessions' states and already-stored report ids (from the
-projection's session cache when the batch continues where it left off, else read from
-ClickHouse), fold the view reports through the counting rule, insert ``views`` then ``events``,
-then (at most every ``POSITIONS_EVERY_S``) the positions. Each repeat starts a new projection
-(cold, as a restarted projection: its first batch reads the positions). It is fed pre-encoded
+runs on the ClickHouse thread for each batch its reader takes (``projections.reader``): read the
+stored positions, decode the CloudEvents, take the touched sessions' states and already-stored
+report ids (from the projection's session cache when the batch continues where it left off, else
+read from ClickHouse), fold the view reports through the counting rule, insert ``views`` then
+``events``, then (at most every ``POSITIONS_EVERY_S``) the positions. Each repeat starts a new
+projection (cold, as a restarted one: its first batch reads the positions). It is fed pre-encoded
 CloudEvents batches (a mix of the four public topics; view reports in sessions of several
 reports) against chDB in a temporary directory. The RAW BASELINE inserts exactly the rows our
 path writes (built beforehand) with clickhouse-connect, batch by batch, into tables of

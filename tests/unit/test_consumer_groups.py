@@ -46,7 +46,8 @@ def test_each_projection_reads_in_a_group_of_its_own() -> None:
 
     s = Settings(consumer_group="ml")
     groups = {group_of(s, p.NAME) for p in (assets_pg, engagement_pg, clickhouse)}
-    assert groups == {"ml.projection.assets", "ml.projection.engagement", "ml.projection.clickhouse"}
+    assert groups == {"ml.projection.assets", "ml.projection.engagement",
+                      "ml.projection.clickhouse"}
     faust = {s.consumer_group_of(roles) for n in range(1, len(ALL_ROLES) + 1)
              for roles in itertools.combinations(ALL_ROLES, n) if set(roles) != {"api"}}
     assert not groups & faust

@@ -76,7 +76,8 @@ RECORDS = {
     "like, no user id": raw(LIKED, seq=1, data_user_id=REMOVE),
     "view, time not a time": raw(VIEW, time="yesterday"),
     "view, time as a number": raw(VIEW, time=1778051289),
-    "view, time in nanoseconds (pydantic truncates)": raw(VIEW, time="2026-05-06T07:08:09.9999999Z"),
+    "view, time in nanoseconds (pydantic truncates)":
+        raw(VIEW, time="2026-05-06T07:08:09.9999999Z"),
     "view, time with a space and an offset": raw(VIEW, time="2026-05-06 07:08:09.5+02:00"),
     "view, time without a zone": raw(VIEW, time="2026-05-06T07:08:09"),
     "view, time without seconds": raw(VIEW, time="2026-05-06T07:08Z"),
