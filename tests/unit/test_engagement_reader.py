@@ -86,6 +86,8 @@ RECORDS = {
     "view, a schema not a string": raw(VIEW, dataschema=1),
     "like, sequence as a float": raw(LIKED, sequence=3.0),
     "like, sequence beyond 64 bits": raw(LIKED, sequence=2**70),
+    "view, a payload field twice (the last one counts)":
+        raw(VIEW)[:-2] + b', "watch_seconds": 9.0}}',
     "not UTF-8": b'{"type": "\xff"}',
     "not JSON": b'{"type": "medialog.view.reported"',
     "not an object": b"[1, 2]",
