@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     kafka_rebalance_timeout_ms: int = 10_000
     kafka_request_timeout_ms: int = 30_000
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=10, le=30_000)
+    kafka_linger_ms: int = Field(default=10, ge=0, le=1_000)
     consumer_group: str = "medialog"
 
     # -- PostgreSQL / ClickHouse ----------------------------------------------------------------

@@ -66,13 +66,17 @@ COMPRESSION = "lz4"
 
 
 def new_producer(settings: Settings) -> AIOKafkaProducer:
-    """acks=all (DESIGN.md rule 4); no idempotence: tansu rejects InitProducerId (INFRA.md)."""
+    """The api's producer: acks=all (DESIGN.md rule 4); no idempotence: tansu rejects
+    InitProducerId (INFRA.md). ``kafka_linger_ms`` trades each write's latency for fewer produce
+    requests: on tansu every one is an S3 object, ~3.5 ms of SeaweedFS CPU (at 2,000 reports/s,
+    linger 2 → 10 ms took SeaweedFS from 0.85 to 0.4 of a core, and the lag bench from 1,775 to
+    1,961 reports/s achieved of 2,000 offered)."""
     return AIOKafkaProducer(
         partitioner=partition_of,
         bootstrap_servers=_bootstrap(settings),
         acks="all",
         enable_idempotence=False,
-        linger_ms=2,
+        linger_ms=settings.kafka_linger_ms,
         compression_type=COMPRESSION,
         max_batch_size=256 * 1024,  # view reports share batches (16 KiB capped them)
         request_timeout_ms=settings.kafka_request_timeout_ms,
