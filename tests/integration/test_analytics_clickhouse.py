@@ -24,7 +24,7 @@ from medialog.domain.views import ViewRule
 from medialog.envelope import encode_event, make_event
 from medialog.migrate import migrate_clickhouse
 from medialog.tracking import Position
-from projections.clickhouse import ClickHouseProjection
+from projections.clickhouse import POSITION_COLUMNS, ClickHouseProjection, Inserter
 
 pytestmark = pytest.mark.integration
 RULE = ViewRule(threshold_s=10, window_s=3600)
@@ -369,3 +369,23 @@ async def test_the_trending_score_is_its_formula(ch: Analytics) -> None:
     assert list(scores) == sorted(scores, key=lambda k: -scores[k])
     short = await queries.trending(ch, TrendingQuery(window="1h", limit=1, now=NOW))
     assert [i["asset_id"] for i in short] == [hot]
+
+
+
+async def test_an_insert_that_fails_leaves_the_projections_inserter_usable(ch: Analytics) -> None:
+    """The projection's inserts share one insert context per table: a failed insert (rows of the
+    wrong shape, a value of the wrong type) must leave it empty, or every later insert into that
+    table would be refused."""
+    await reset(ch)
+    insert = Inserter()
+    bad_rows = ([["projection.test", "events.views", 0]],  # a column short
+                [["projection.test", "events.views", 0, "not an offset"]])
+    for rows in bad_rows:
+        with pytest.raises(Exception):  # noqa: B017 — clickhouse-connect's or the engine's
+            await ch.run(lambda c, r=rows: insert(c, "projection_positions", r, POSITION_COLUMNS))
+    for offset in range(3):
+        await ch.run(lambda c, o=offset: insert(
+            c, "projection_positions", [["projection.test", "events.views", 0, o]],
+            POSITION_COLUMNS))
+    assert await ch.query("SELECT offset FROM projection_positions "
+                          "WHERE consumer = 'projection.test' ORDER BY offset") == [(0,), (1,), (2,)]

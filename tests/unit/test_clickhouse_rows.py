@@ -4,7 +4,9 @@ batched, and duplicates (a report re-published on the log) getting no second row
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 from pydantic import TypeAdapter
@@ -228,9 +230,14 @@ class FakeClickHouse:
         self.tables: dict[str, list[dict[str, object]]] = {}
         self.session_reads = 0
 
-    def insert(self, table: str, rows: list[list[object]], column_names: list[str]) -> None:
-        self.tables.setdefault(table, []).extend(dict(zip(column_names, r, strict=True))
-                                                 for r in rows)
+    def create_insert_context(self, table: str, column_names: Sequence[str]) -> SimpleNamespace:
+        return SimpleNamespace(table=table, column_names=list(column_names), data=None)
+
+    def insert(self, table: str, rows: list[list[object]], *,
+               context: SimpleNamespace) -> None:
+        assert context.table == table
+        self.tables.setdefault(table, []).extend(
+            dict(zip(context.column_names, r, strict=True)) for r in rows)
 
     def query(self, sql: str, parameters: dict[str, object]) -> object:
         out: list[tuple[object, ...]] = []
