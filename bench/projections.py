@@ -12,10 +12,10 @@ projection (cold, as a restarted one: its first batch reads the positions). It i
 CloudEvents batches (a mix of the four public topics; view reports in sessions of several
 reports) against chDB in a temporary directory. The RAW BASELINE inserts exactly the rows our
 path writes (built beforehand) with clickhouse-connect, batch by batch, into tables of
-identical structure (no reads, no positions), each table through one insert context made once,
-as ours does (without one, every insert first asks for the table's column types). Both start from empty tables each repeat; the
-best repeat counts. Printed: both rates in events/s and ours ÷ raw (goal ≥ 0.5; exit status 1
-when it is not met).
+identical structure (no reads, no positions), each table through one insert context made
+once, as ours does (without one, every insert first asks for the table's column types). Both
+start from empty tables each repeat; the best repeat counts. Printed: both rates in events/s
+and ours ÷ raw (goal ≥ 0.5; exit status 1 when it is not met).
 
 **PostgreSQL half.** Our counters projection (``engagement_pg.EngagementProjection``) on the
 view and like events of the same workload vs a raw asyncpg ``COPY`` of one row per event; see
@@ -192,9 +192,8 @@ def clickhouse_half(n: int, batch: int, repeats: int) -> tuple[float, float]:
                                                    ("raw_events", EVENT_COLUMNS))}
                 for views, events in rows:
                     for table, data in (("raw_views", views), ("raw_events", events)):
-                        if data:
+                        if data:  # (the insert empties its context again)
                             client.insert(table, data, context=contexts[table])
-                            contexts[table].data = None
 
             ours_s, raw_s = best_of([
                 (ours, lambda: truncate(client, "events", "views", "projection_positions")),

@@ -109,7 +109,7 @@ def _offset(record: tuple[Position, bytes]) -> int:
 class Inserter:
     """Inserts into a table through one insert context per (table, columns), made once: an
     insert without one asks ClickHouse for the table's column types first (a ``DESCRIBE``, a
-    query per insert: ~12 % of a batch's apply on chDB, and a round trip to a server). The
+    query per insert: ~8 % of a batch's apply on chDB, and a round trip to a server). The
     types are read when the first insert needs them; the tables do not change while the
     projection runs (migrations run before it starts)."""
 
