@@ -16,14 +16,20 @@ client in this process, in three phases:
    here stopped until phase 3):
    * RAW BASELINE: a bare aiohttp server (its own process) whose handler returns 202 and does
      nothing, driven by the same client, bodies, headers, concurrency and duration;
+   * FLOOR: a bare aiohttp handler (its own process) that appends one view report, encoded as
+     the api encodes them, through the api's producer and settings (acks=all) to a topic of its
+     own (``bench.floor``, which nothing reads), and answers as the api does. It does what the
+     api's handler cannot skip and nothing else: floor ÷ raw is what the log write leaves of
+     the raw rate, ingest ÷ floor what the api's own work leaves of that;
    * INGEST: ``POST /v1/assets/{id}/views`` with RS256 JWTs (signed-in viewers):
      authentication, asset lookup, validation, and a 202 only after the broker acknowledged
      (acks=all).
-   The two alternate for ``--rounds`` rounds (raw then api, api then raw, …): the speed of these
-   machines drifts by half within minutes, so each round's ratio compares loops run seconds
-   apart, and the ratio is the median round's. For each, over all rounds: requests/s, p50/p99
-   latency, how many cores each process kept busy and its CPU time per 202, and the rate at
-   which their sum would fill every core; then ours ÷ raw (goal ≥ 0.5).
+   The three take turns for ``--rounds`` rounds (raw, floor, api; then api, floor, raw; …): the
+   speed of these machines drifts by half within minutes, so each round's ratios compare loops
+   run seconds apart, and each ratio is the median round's. For each loop, over all rounds:
+   requests/s, p50/p99 latency, how many cores each process kept busy and its CPU time per 202,
+   and the rate at which their sum would fill every core; then ingest ÷ raw (goal ≥ 0.5),
+   floor ÷ raw and ingest ÷ floor.
 3. NOTHING LOST: ``medialog dev`` again on the same data; once its projections caught up, every
    accepted report must be folded (the bench assets' total watch time equals the sum over every
    202) and exactly the lag sessions counted as views.
@@ -57,6 +63,7 @@ from aiohttp import web
 from proctree import cpu_s, descendants, name, stack_pids
 
 GOAL_RATIO = 0.5
+LOOPS = ("raw", "floor", "api")  # phase 2's closed loops, in the order of even rounds
 READY_TIMEOUT_S = 180
 USERS = 50
 
@@ -119,6 +126,84 @@ async def _ok(request: web.Request) -> web.Response:
 def serve_baseline(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/assets/{asset_id}/views", _bare)
+    app.router.add_get("/health/ready", _ok)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# -- the log-write floor (run as: bench/ingest.py --serve-floor PORT, with the api's settings) ----
+
+FLOOR_TOPIC = "bench.floor"  # not a medialog topic: no projection reads what the floor writes
+FLOOR_EVENTS = 1024
+_FLOOR: web.AppKey[dict[str, Any]] = web.AppKey("floor", dict)
+
+
+def floor_events(n: int) -> list[tuple[str, bytes]]:
+    """``n`` distinct view reports as the api encodes them (id, envelope): the floor's records
+    are as large and compress as well as the api's."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from medialog.domain.events import ViewReported
+    from medialog.envelope import encode_event, make_event
+
+    out = []
+    for i in range(n):
+        asset = str(uuid.uuid4())
+        event = make_event(
+            ViewReported(asset_id=asset, owner_id="benchcreator", viewer_key=f"user{i % USERS}",
+                         signed_in=True, session_id=f"floor-{i:012d}", watch_seconds=4.0,
+                         duration_s=None, position=4.0, device="bench", country="DE"),
+            subject=asset, event_id=str(uuid.uuid4()), time=datetime.now(UTC), sequence=None,
+            actor_id=f"user{i % USERS}", actor_roles=["viewer"], correlation_id=str(uuid.uuid4()))
+        out.append((event.id, encode_event(event)))
+    return out
+
+
+async def _floor_producer(app: web.Application) -> Any:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    from medialog.config import Settings
+    from medialog.kafka import new_producer
+
+    settings = Settings.from_env()
+    topic = settings.topic(FLOOR_TOPIC)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(topic, settings.topic_partitions,
+                                                    settings.topic_replication)])
+    finally:
+        await admin.close()
+    producer = new_producer(settings)
+    await producer.start()
+    app[_FLOOR] = {"producer": producer, "topic": topic, "events": floor_events(FLOOR_EVENTS),
+                   "n": 0}
+    yield
+    await producer.stop()
+
+
+async def _floor(request: web.Request) -> web.Response:
+    """Read the body, append one view report (the api's producer and settings, acks=all), and
+    answer as the api does: the same work as the api's handler minus all of its own."""
+    from medialog.envelope import CONTENT_TYPE
+
+    await request.read()
+    floor = request.app[_FLOOR]
+    floor["n"] += 1
+    event_id, value = floor["events"][floor["n"] % FLOOR_EVENTS]
+    await floor["producer"].send_and_wait(
+        floor["topic"], value=value, key=request.match_info["asset_id"].encode(),
+        headers=[("content-type", CONTENT_TYPE.encode())])
+    return web.json_response({"report_id": event_id}, status=202)
+
+
+def serve_floor(port: int) -> None:
+    app = web.Application()
+    app.cleanup_ctx.append(_floor_producer)
+    app.router.add_post("/v1/assets/{asset_id}/views", _floor)
     app.router.add_get("/health/ready", _ok)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
@@ -368,37 +453,43 @@ async def whole_system(args: argparse.Namespace, data_dir: Path, dev_pid: int, a
     return {"lag": lag, "system": system}
 
 
-async def api_alone(args: argparse.Namespace, data_dir: Path, api_port: int, raw_port: int,
+async def api_alone(args: argparse.Namespace, data_dir: Path, ports: dict[str, int],
                     load: Load) -> dict[str, Any]:
     """Phase 2, the ratio: the embedded services (SeaweedFS, tansu, PostgreSQL) and the api role
     alone (``medialog run --roles api``), as the api is deployed on its own; the projections are
-    stopped and fold the reports in phase 3. The raw baseline runs on the same idle stack."""
+    stopped and fold the reports in phase 3. The raw baseline and the floor run on the same
+    idle stack."""
     from medialog.config import Settings
     from medialog.embedded.stack import EmbeddedStack
 
-    api, raw = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{raw_port}"
+    url = {tag: f"http://127.0.0.1:{port}" for tag, port in ports.items()}
     async with EmbeddedStack(data_dir) as stack:
         settings = Settings.from_env(**stack.settings_overrides(), api_host="127.0.0.1",
-                                     api_port=api_port)
+                                     api_port=ports["api"])
         with contextlib.ExitStack() as up:
-            api_proc = await asyncio.to_thread(up.enter_context, process(
-                [sys.executable, "-m", "medialog", "run", "--roles", "api"],
-                f"{api}/health/ready", data_dir / "api.log", settings.as_env()))
-            raw_proc = await asyncio.to_thread(up.enter_context, process(
-                [sys.executable, __file__, "--serve-baseline", str(raw_port)],
-                f"{raw}/health/ready", data_dir / "baseline.log"))
+            def start(argv: list[str], tag: str, env: dict[str, str] | None = None) -> Any:
+                return up.enter_context(process(argv, f"{url[tag]}/health/ready",
+                                                data_dir / f"{tag}.log", env))
+
+            api_proc = await asyncio.to_thread(
+                start, [sys.executable, "-m", "medialog", "run", "--roles", "api"], "api",
+                settings.as_env())
+            raw_proc = await asyncio.to_thread(
+                start, [sys.executable, __file__, "--serve-baseline", str(ports["raw"])], "raw")
+            floor_proc = await asyncio.to_thread(
+                start, [sys.executable, __file__, "--serve-floor", str(ports["floor"])], "floor",
+                settings.as_env())
             pids = {pid: name(pid) for pid in ({os.getpid()} | descendants(api_proc.pid)
                                                 | {p for p in stack.pids().values() if p})}
             pids[raw_proc.pid] = "bare server"
-            loops: dict[str, list[dict[str, Any]]] = {"raw": [], "api": []}
+            pids[floor_proc.pid] = "floor server"
+            loops: dict[str, list[dict[str, Any]]] = {tag: [] for tag in LOOPS}
             async with _session(args) as http:
                 for n in range(args.rounds):
-                    for tag in ("raw", "api") if n % 2 == 0 else ("api", "raw"):
+                    for tag in LOOPS if n % 2 == 0 else LOOPS[::-1]:
                         loops[tag].append(await measured_loop(
-                            http, load.url(raw if tag == "raw" else api), load.headers_of, pids,
-                            args, f"{tag}{n}"))
-    ratios = [a["rate"] / r["rate"] for r, a in zip(loops["raw"], loops["api"], strict=True)]
-    return {"baseline": pooled(loops["raw"]), "api": pooled(loops["api"]), "ratios": ratios}
+                            http, load.url(url[tag]), load.headers_of, pids, args, f"{tag}{n}"))
+    return {tag: pooled(runs) for tag, runs in loops.items()} | {"rounds": loops}
 
 
 async def folded(args: argparse.Namespace, data_dir: Path, assets: list[str],
@@ -422,9 +513,15 @@ async def folded(args: argparse.Namespace, data_dir: Path, assets: list[str],
         await conn.close()
 
 
+def round_ratios(second: dict[str, Any], top: str, bottom: str) -> tuple[float, str]:
+    """``top`` ÷ ``bottom`` in each round (loops seconds apart): the median, and every round's."""
+    ratios = [t["rate"] / b["rate"] for t, b in zip(second["rounds"][top],
+                                                     second["rounds"][bottom], strict=True)]
+    return sorted(ratios)[len(ratios) // 2], ", ".join(f"{r:.2f}" for r in ratios)
+
+
 def report(first: dict[str, Any], second: dict[str, Any], args: argparse.Namespace) -> float:
     lag, system = first["lag"], first["system"]
-    baseline, ours = second["baseline"], second["api"]
     print(f"lag, 202 → counted view visible in PostgreSQL (poll {args.poll_ms} ms): offered "
           f"{lag['offered']:.0f}/s, achieved {lag['achieved']:.0f}/s, visible "
           f"{lag['visible']}/{lag['acked']}, errors {lag['errors']}")
@@ -434,18 +531,23 @@ def report(first: dict[str, Any], second: dict[str, Any], args: argparse.Namespa
         print("  saturated: the system accepted less than offered, so this is the lag at the "
               "achieved rate")
     print(f"closed loops: {args.concurrency} concurrent requests, {args.duration:g} s each; "
-          f"raw and api alternate for {args.rounds} rounds")
-    ratios = second["ratios"]
-    ratio = sorted(ratios)[len(ratios) // 2]
-    for what, r in (("raw baseline (bare aiohttp 202)", baseline),
-                    ("ingest: api role (JWT, acks=all)", ours)):
-        print(closed_loop_line(what, r))
-        print(cores_line(r))
-    print(f"  ratio ingest / raw: {ratio:.2f}, the median round's  (goal ≥ {GOAL_RATIO}); "
-          f"rounds: {', '.join(f'{r:.2f}' for r in ratios)}")
+          f"{', '.join(LOOPS)} take turns for {args.rounds} rounds (the order reversed in odd "
+          f"rounds); ratios are the median round's")
+    for what, tag in (("raw baseline (bare aiohttp 202)", "raw"),
+                      ("floor: bare handler + one acks=all append", "floor"),
+                      ("ingest: api role (JWT, acks=all)", "api")):
+        print(closed_loop_line(what, second[tag]))
+        print(cores_line(second[tag]))
+    ratio, rounds = round_ratios(second, "api", "raw")
+    print(f"  ratio ingest / raw: {ratio:.2f}  (goal ≥ {GOAL_RATIO}); rounds: {rounds}")
+    for what, top, bottom in (("floor / raw (what the log write leaves)", "floor", "raw"),
+                              ("ingest / floor (what the api's own work leaves)", "api",
+                               "floor")):
+        median, rounds = round_ratios(second, top, bottom)
+        print(f"  ratio {what}: {median:.2f}; rounds: {rounds}")
     print(closed_loop_line("whole system (projections folding meanwhile)", system))
     print(cores_line(system))
-    print(f"  ratio whole system / raw: {system['rate'] / baseline['rate']:.2f}")
+    print(f"  ratio whole system / raw: {system['rate'] / second['raw']['rate']:.2f}")
     return ratio
 
 
@@ -454,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per closed loop")
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3,
-                        help="raw and api loops alternate this many times (odd: a median)")
+                        help="the raw, floor and api loops take turns this many times (odd: "
+                             "a median)")
     parser.add_argument("--rate", type=float, default=2000.0, help="offered reports/s (lag)")
     parser.add_argument("--lag-duration", type=float, default=10.0)
     parser.add_argument("--poll-ms", type=int, default=20)
@@ -463,9 +566,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the temporary data directory (logs) for inspection")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
         serve_baseline(args.serve_baseline)
+        return 0
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
         return 0
     args.duration = min(max(args.duration, 1.0), 60.0)
     args.lag_duration = min(max(args.lag_duration, 1.0), 60.0)
@@ -474,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = Path(tempfile.mkdtemp(prefix="medialog-bench-"))
     data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    api_port, raw_port = free_port(), free_port()
+    ports = {tag: free_port() for tag in LOOPS}
+    api_port = ports["api"]
     dev_args = [sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir), "--port",
                 str(api_port)]
     api = f"http://127.0.0.1:{api_port}"
@@ -484,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}")
             load = Load(data_dir)
             first = asyncio.run(whole_system(args, data_dir, dev.pid, api, load))
-        second = asyncio.run(api_alone(args, data_dir, api_port, raw_port, load))
+        second = asyncio.run(api_alone(args, data_dir, ports, load))
         ratio = report(first, second, args)
         accepted_s = 4.0 * sum(r["accepted"] for r in (first["system"], second["api"]))
         expected_s = 12.0 * first["lag"]["acked"] + accepted_s
