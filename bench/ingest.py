@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +159,7 @@ def floor_events(n: int) -> list[tuple[str, bytes]]:
     return out
 
 
-async def _floor_producer(app: web.Application) -> Any:
+async def _floor_producer(app: web.Application) -> AsyncIterator[None]:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
