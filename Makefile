@@ -26,7 +26,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 schemas: setup
@@ -37,9 +37,10 @@ bench: setup
 	$(BIN)/python bench/transcode.py; \
 	$(BIN)/python bench/projections.py; \
 	$(BIN)/python bench/ingest.py; \
-	$(BIN)/python bench/log_reads.py; \
 	$(BIN)/python bench/consume.py; \
 	$(BIN)/python bench/memory.py
 
 clean:
+	@# PostgreSQL's cluster lives outside the data dir when root's checkout is private
+	@if [ -f .medialog/postgres.location ]; then rm -rf "$$(cat .medialog/postgres.location)"; fi
 	rm -rf $(VENV) .medialog

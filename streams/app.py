@@ -8,16 +8,17 @@ offsets only say where to resume reading; they trail ours, so re-delivery is the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
 from medialog.kafka import COMPRESSION
 from medialog.storage import BlobStore
 from medialog.tracking import Position
-from streams.faust_transport import App
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,27 @@ class StreamDeps:
     analytics: Analytics | None
 
 
+class _IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's producer with the broker's idempotence on (Faust turns it on only inside
+    transactions): a send retried after a lost acknowledgement is not written twice."""
+
+    def _settings_extra(self) -> dict[str, Any]:
+        return {"acks": "all", "enable_idempotence": True}
+
+
+class _Transport(faust_aiokafka.Transport):
+    Producer = _IdempotentProducer
+
+
+class _App(faust.App):
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+
 def faust_app(s: Settings, group: str) -> faust.App:
-    """A Faust app configured from the settings, consumer group ``group``, with no agent."""
-    return App(
+    """A Faust app configured from the settings, consumer group ``group``, with no agent; its
+    producer is idempotent with acks=all."""
+    return _App(
         group,
         broker=[f"kafka://{h.strip()}" for h in s.kafka_bootstrap.split(",") if h.strip()],
         web_enabled=False,
@@ -46,7 +65,6 @@ def faust_app(s: Settings, group: str) -> faust.App:
         broker_heartbeat_interval=s.kafka_heartbeat_interval_ms / 1000,
         broker_rebalance_timeout=s.kafka_rebalance_timeout_ms / 1000,
         broker_commit_interval=1.0,
-        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         topic_partitions=s.topic_partitions,
         topic_replication_factor=s.topic_replication,
         topic_allow_declare=False,

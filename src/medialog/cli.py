@@ -164,7 +164,7 @@ def main() -> None:
               help="where the embedded services keep their data (MEDIALOG_DATA_DIR)")
 @click.option("--port", type=int, default=None, help="api port (MEDIALOG_API_PORT)")
 def dev(data_dir: Path | None, port: int | None) -> None:
-    """Start the embedded stack (SeaweedFS, tansu, PostgreSQL, chDB) and every role: the api and
+    """Start the embedded stack (SeaweedFS, Apache Kafka, PostgreSQL, chDB) and every role: the api and
     the ClickHouse projection here, the other roles in a child process."""
     base = _settings(**({"data_dir": data_dir} if data_dir else {}))
     _logging(base)
@@ -182,7 +182,7 @@ async def _dev(base: Settings, port: int | None) -> None:
     api_port = base.api_port if port is None else port
     # Bound before anything starts: a port in use ends here, promptly and with nothing to stop.
     sockets = _listen(base.api_host, api_port)
-    stack = EmbeddedStack(data_dir)
+    stack = EmbeddedStack(data_dir, cache_dir=base.cache_dir)
     try:
         await stack.start()
         overrides = {**base.model_dump(), **stack.settings_overrides(), "api_port": api_port}

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
 
     # -- process -----------------------------------------------------------------------------
     data_dir: Path = Path(".medialog")
+    cache_dir: Path = Path("~/.cache/medialog")  # downloads kept across data dirs (Kafka's jars)
     log_level: str = "INFO"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -40,7 +41,6 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_rebalance_timeout_ms: int = 10_000
     kafka_request_timeout_ms: int = 30_000
-    kafka_fetch_max_wait_ms: int = Field(default=500, ge=10, le=30_000)
     kafka_linger_ms: int = Field(default=10, ge=0, le=1_000)
     consumer_group: str = "medialog"
 

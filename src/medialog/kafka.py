@@ -1,6 +1,6 @@
 """The topics of DESIGN.md and the aiokafka clients: the api's producer and the projections'
-consumers. Faust roles get their own clients from ``streams.app``. Only ordinary client APIs:
-the same code runs on tansu and Kafka."""
+consumers. Faust roles get their own clients from ``streams.app``. Only ordinary client APIs,
+so any Kafka client reads what these write."""
 
 from __future__ import annotations
 
@@ -57,24 +57,21 @@ def partition_of(key: bytes | None, all_partitions: list[int], available: list[i
     return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
-# Every producer's batches (the api's and Faust's): JSON events compress several times over, and
-# a smaller request made tansu's produce round trip shorter (9.4 → 6.1 ms for 128 view reports).
-# aiokafka keeps one produce request in flight per broker, so every view report a request waits
-# for waits on that round trip (api alone: 3,270 → 3,730 reports/s). Every Kafka client reads
-# lz4 (Python's aiokafka through cramjam, the ``aiokafka[lz4]`` extra).
+# Every producer's batches (the api's and Faust's): JSON events compress several times over, so
+# requests are smaller and their round trips shorter. Every Kafka client reads lz4 (Python's
+# aiokafka through cramjam, the ``aiokafka[lz4]`` extra).
 COMPRESSION = "lz4"
 
 
 def new_producer(settings: Settings) -> AIOKafkaProducer:
-    """The api's producer: acks=all (DESIGN.md rule 4); no idempotence: tansu rejects
-    InitProducerId (INFRA.md). ``kafka_linger_ms`` trades each write's latency for fewer produce
-    requests: on tansu every one is an S3 object, ~3.5 ms of SeaweedFS CPU (at 2,000 reports/s,
-    linger 2 → 10 ms took SeaweedFS from 0.85 to 0.4 of a core)."""
+    """The api's producer: acks=all (a 2xx means the record is on the log) and idempotent (a
+    send retried after a lost acknowledgement is written once). ``kafka_linger_ms`` trades each
+    write's latency for fewer, larger produce requests."""
     return AIOKafkaProducer(
         partitioner=partition_of,
         bootstrap_servers=_bootstrap(settings),
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=True,
         linger_ms=settings.kafka_linger_ms,
         compression_type=COMPRESSION,
         max_batch_size=256 * 1024,  # view reports share batches (16 KiB capped them)
@@ -85,8 +82,8 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
 
 def new_consumer(settings: Settings, group: str, topics: Sequence[str]) -> AIOKafkaConsumer:
     """A consumer of ``topics`` (prefix applied) in ``group``, committing nothing by itself and
-    starting a partition its group never committed from the earliest record; group timeouts and
-    fetch wait as Faust's consumers have them (``streams.app``)."""
+    starting a partition its group never committed from the earliest record; group timeouts as
+    Faust's consumers have them (``streams.app``)."""
     return AIOKafkaConsumer(
         *(settings.topic(t) for t in topics),
         bootstrap_servers=_bootstrap(settings),
@@ -94,7 +91,6 @@ def new_consumer(settings: Settings, group: str, topics: Sequence[str]) -> AIOKa
         client_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,

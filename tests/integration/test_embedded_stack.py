@@ -1,4 +1,5 @@
-"""The embedded stack itself: S3 with real signatures, tansu, PostgreSQL, and restart durability.
+"""The embedded stack itself: S3 with real signatures, Kafka, PostgreSQL, restart durability, and
+a start from a private (0700) parent directory.
 
 Uses its own stack (module scope) in its own temp dir, not the suite's session stack, because
 it stops and restarts it.
@@ -20,7 +21,8 @@ import aiohttp
 import asyncpg
 import boto3
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from botocore.config import Config
 
@@ -99,6 +101,28 @@ async def consume_all(bootstrap: str, topic: str, want: bytes, timeout: float = 
     return False
 
 
+async def commit_offset(bootstrap: str, topic: str, group: str, offset: int) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(offset, "")})
+    finally:
+        await consumer.stop()
+
+
+async def committed_offset(bootstrap: str, topic: str, group: str) -> int | None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed: int | None = await consumer.committed(TopicPartition(topic, 0))
+        return committed
+    finally:
+        await consumer.stop()
+
+
 async def pg_connect(dsn: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, ssl=False)
 
@@ -110,11 +134,10 @@ async def test_overrides_build_settings(stack: EmbeddedStack) -> None:
     assert settings.s3_endpoint == stack.s3_endpoint
     assert settings.clickhouse_url.get_secret_value() == f"chdb://{stack.data_dir / 'chdb'}"
     assert settings.signing_keys.get_secret_value().startswith("k1:")
-    assert settings.kafka_session_timeout_ms == 6000
     state = stack.data_dir / "stack.json"
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     logs = {p.name for p in (stack.data_dir / "logs").iterdir()}
-    assert {"seaweedfs.log", "tansu.log", "postgres.log"} <= logs
+    assert {"seaweedfs.log", "kafka.log", "postgres.log"} <= logs
 
 
 async def test_second_stack_on_same_dir_is_refused(stack: EmbeddedStack) -> None:
@@ -159,6 +182,7 @@ async def test_restart_keeps_data(stack: EmbeddedStack) -> None:
     await asyncio.to_thread(
         s3_client(before).put_object, Bucket="staging", Key=key, Body=marker.encode())
     await produce(stack.kafka_bootstrap, "embedded-persist", marker.encode())
+    await commit_offset(stack.kafka_bootstrap, "embedded-persist", f"g-{marker}", 1)
     conn = await pg_connect(stack.postgres_dsn)
     try:
         await conn.execute("create table if not exists probe (marker text primary key)")
@@ -175,6 +199,8 @@ async def test_restart_keeps_data(stack: EmbeddedStack) -> None:
         obj = await asyncio.to_thread(s3_client(after).get_object, Bucket="staging", Key=key)
         assert obj["Body"].read() == marker.encode()
         assert await consume_all(again.kafka_bootstrap, "embedded-persist", marker.encode())
+        assert await committed_offset(again.kafka_bootstrap, "embedded-persist",
+                                      f"g-{marker}") == 1
         conn = await pg_connect(again.postgres_dsn)
         try:
             assert await conn.fetchval("select count(*) from probe where marker = $1", marker) == 1
@@ -185,3 +211,34 @@ async def test_restart_keeps_data(stack: EmbeddedStack) -> None:
     finally:
         await again.stop()
     assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")]  # all stopped
+
+
+async def test_starts_from_a_private_parent() -> None:
+    """A checkout under a 0700 folder (as /root is): as root, PostgreSQL's user cannot enter it,
+    so its cluster lives where that user can reach it; the stack starts either way."""
+    parent = Path(tempfile.mkdtemp(prefix="medialog-private-"))
+    assert stat.S_IMODE(parent.stat().st_mode) == 0o700
+    private = EmbeddedStack(parent / "checkout" / ".medialog")
+    outside: Path | None = None
+    try:
+        await private.start()
+        conn = await pg_connect(private.postgres_dsn)
+        try:
+            assert await conn.fetchval("select current_user") == "medialog"
+        finally:
+            await conn.close()
+        value = uuid.uuid4().bytes
+        await produce(private.kafka_bootstrap, "embedded-private", value)
+        assert await consume_all(private.kafka_bootstrap, "embedded-private", value)
+        pointer = private.data_dir / "postgres.location"
+        if os.geteuid() == 0:
+            outside = Path(pointer.read_text().strip())
+            assert (outside / "data" / "PG_VERSION").is_file()
+            assert parent not in outside.parents
+        else:
+            assert not pointer.exists()
+    finally:
+        await private.stop()
+        shutil.rmtree(parent, ignore_errors=True)
+        if outside is not None:
+            shutil.rmtree(outside, ignore_errors=True)

@@ -24,7 +24,7 @@ def test_settings_survive_the_trip_through_the_environment(
     clean_env: pytest.MonkeyPatch, key_file: Path | None
 ) -> None:
     parent = Settings.from_env(
-        data_dir=Path("/srv/medialog"), topic_partitions=1, kafka_fetch_max_wait_ms=100,
+        data_dir=Path("/srv/medialog"), topic_partitions=1,
         postgres_dsn="postgresql://u:pw@db:5432/m", s3_secret_key="s3-secret",
         signing_keys="k1:0123456789abcdef0123456789abcdef", view_threshold_s=7.5,
         jwt_private_key_file=key_file,

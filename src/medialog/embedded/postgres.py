@@ -47,6 +47,14 @@ def find_pg_bin_dir() -> Path:
     return Path(initdb).resolve().parent
 
 
+async def user_can_reach(user: str, path: Path) -> bool:
+    """Whether ``user`` can enter ``path`` (asked as that user, so every ancestor counts)."""
+    proc = await asyncio.create_subprocess_exec(
+        "runuser", "-u", user, "--", "test", "-x", str(path), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd="/")
+    return await proc.wait() == 0
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 

@@ -4,16 +4,22 @@ Layout of ``data_dir``::
 
     stack.json      secrets and ports of this stack (mode 0600), written on first start
     stack.lock      held while the stack runs: one stack per data dir
-    seaweedfs/      weed mini (S3: buckets staging, masters, previews, tansu)
-    postgres/       PostgreSQL cluster (role and database ``medialog``)
+    seaweedfs/      weed mini (S3: buckets staging, masters, previews)
+    kafka/          Apache Kafka (KRaft, one node): server.properties and data/
+    postgres/       PostgreSQL cluster (role and database ``medialog``); see below when root
     logs/           one log per service
     chdb/, keys/    used by medialog itself (only their paths are given here)
 
-Contract: ``start()`` brings up SeaweedFS and PostgreSQL (in parallel), the buckets, then tansu
-with its log in SeaweedFS, and returns when all answer; on failure it stops what it started and
-raises :class:`EmbeddedError`. ``stop()`` stops tansu, then SeaweedFS and PostgreSQL, and is
-idempotent. Starting again on the same data dir reuses the data, the secrets and, when still
-free, the ports.
+Contract: ``start()`` brings up SeaweedFS, PostgreSQL and Kafka (in parallel), then the
+buckets, and returns when all answer; on failure it stops what it started and raises
+:class:`EmbeddedError`. ``stop()`` stops them all and is idempotent. Starting again on the same
+data dir reuses the data, the secrets and, when still free, the ports. Kafka's jars live in
+``cache_dir``, outside the data dir (fetched once per machine).
+
+PostgreSQL refuses to run as root, so as root it runs as ``postgres``, which must be able to
+reach its directory. When it cannot (the data dir is under a 0700 folder, as a checkout in
+/root is), the cluster lives in ``/var/lib/medialog/postgres-<stack id>`` instead, and
+``postgres.location`` in the data dir names it.
 """
 
 from __future__ import annotations
@@ -31,21 +37,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from medialog.embedded.postgres import Postgres
+from medialog.embedded.postgres import PG_USER, Postgres, user_can_reach
 from medialog.embedded.processes import EmbeddedError, free_port, port_is_free
 from medialog.embedded.seaweedfs import SeaweedFS, SeaweedPorts
-from medialog.embedded.tansu import Tansu
+from medialog.embedded.kafka_broker import KafkaBroker, new_cluster_id
 
 log = logging.getLogger(__name__)
 
-BUCKETS = ("staging", "masters", "previews", "tansu")
-TANSU_BUCKET = "tansu"
+BUCKETS = ("staging", "masters", "previews")
+EXTERNAL_PG_ROOT = Path("/var/lib/medialog")
 SIGNING_KID = "k1"
 REGION = "us-east-1"
 
 
 class EmbeddedStack:
-    """SeaweedFS + tansu + PostgreSQL under ``data_dir``; see the module docstring."""
+    """SeaweedFS + Kafka + PostgreSQL under ``data_dir``; see the module docstring."""
 
     def __init__(
         self,
@@ -54,13 +60,15 @@ class EmbeddedStack:
         s3_port: int | None = None,
         kafka_port: int | None = None,
         postgres_port: int | None = None,
+        cache_dir: Path = Path("~/.cache/medialog"),
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self.cache_dir = Path(cache_dir).expanduser()
         self._fixed = {"s3": s3_port, "kafka": kafka_port, "postgres": postgres_port}
         self._state: dict[str, Any] | None = None
         self._lock: IO[str] | None = None
         self.seaweedfs: SeaweedFS | None = None
-        self.tansu: Tansu | None = None
+        self.kafka: KafkaBroker | None = None
         self.postgres: Postgres | None = None
 
     # -- state -----------------------------------------------------------------------------
@@ -79,6 +87,8 @@ class EmbeddedStack:
         state.setdefault("s3_secret_key", secrets.token_urlsafe(30))
         state.setdefault("signing_secret", secrets.token_urlsafe(32))
         state.setdefault("viewer_salt", secrets.token_urlsafe(32))
+        state.setdefault("stack_id", secrets.token_hex(8))
+        state.setdefault("kafka_cluster_id", new_cluster_id())
         state["ports"] = self._choose_ports(state.get("ports", {}))
         return state
 
@@ -94,8 +104,8 @@ class EmbeddedStack:
         """Fixed ports win; else the previous run's if free; else fresh free ones."""
         taken: set[int] = set()
         chosen: dict[str, Any] = {}
-        for name in ("s3", "kafka", "postgres"):
-            fixed, old = self._fixed[name], previous.get(name)
+        for name in ("s3", "kafka", "kafka_controller", "postgres"):
+            fixed, old = self._fixed.get(name), previous.get(name)
             if fixed is not None:
                 if not port_is_free(fixed):
                     raise EmbeddedError(f"{name} port {fixed} is already in use")
@@ -155,34 +165,45 @@ class EmbeddedStack:
             self.data_dir / "seaweedfs", logs / "seaweedfs.log",
             SeaweedPorts(s3=ports["s3"], **ports["seaweedfs"]),
             state["s3_access_key"], state["s3_secret_key"], REGION)
-        self.postgres = Postgres(self.data_dir / "postgres", ports["postgres"],
-                                 logs / "postgres.log")
+        pg_root = await self._postgres_root(state["stack_id"])
+        pg_log = logs / "postgres.log"
+        if not pg_root.is_relative_to(self.data_dir):  # the server must write its log there
+            pg_log.unlink(missing_ok=True)
+            pg_log.symlink_to(pg_root / "postgres.log")
+            pg_log = pg_root / "postgres.log"
+        self.postgres = Postgres(pg_root, ports["postgres"], pg_log)
+        self.kafka = KafkaBroker(
+            self.data_dir / "kafka", ports["kafka"], ports["kafka_controller"],
+            state["kafka_cluster_id"], logs / "kafka.log", self.cache_dir)
         results = await asyncio.gather(
-            self.seaweedfs.start(), self.postgres.start(), return_exceptions=True)
+            self.seaweedfs.start(), self.postgres.start(), self.kafka.start(),
+            return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         await self.seaweedfs.create_buckets(BUCKETS)
-        self.tansu = Tansu(
-            ports["kafka"], logs / "tansu.log", self.data_dir / "tansu",
-            self.seaweedfs.endpoint, state["s3_access_key"], state["s3_secret_key"], REGION,
-            bucket=TANSU_BUCKET)
-        await self.tansu.start()
+
+    async def _postgres_root(self, stack_id: str) -> Path:
+        """Where PostgreSQL keeps its cluster: in the data dir unless, as root, the ``postgres``
+        user cannot reach it (see the module docstring)."""
+        inside, pointer = self.data_dir / "postgres", self.data_dir / "postgres.location"
+        if os.geteuid() != 0 or (inside / "data").exists() or await user_can_reach(
+                PG_USER, self.data_dir):
+            return inside
+        outside = EXTERNAL_PG_ROOT / f"postgres-{stack_id}"
+        pointer.write_text(f"{outside}\n")
+        log.info("user %r cannot reach %s: PostgreSQL keeps its cluster in %s", PG_USER,
+                 self.data_dir, outside)
+        return outside
 
     async def stop(self) -> None:
-        """Stop tansu, then SeaweedFS and PostgreSQL (fast shutdown). Idempotent.
+        """Stop Kafka, SeaweedFS and PostgreSQL (controlled or fast shutdowns). Idempotent.
 
         Every service is asked to stop even if another fails to; the first error is re-raised.
         """
-        errors: list[BaseException] = []
-        if self.tansu is not None:
-            try:
-                await self.tansu.stop()
-            except Exception as exc:  # keep stopping the rest
-                errors.append(exc)
-        rest = [s.stop() for s in (self.seaweedfs, self.postgres) if s is not None]
-        errors += [r for r in await asyncio.gather(*rest, return_exceptions=True)
-                   if isinstance(r, BaseException)]
+        services = [s.stop() for s in (self.kafka, self.seaweedfs, self.postgres) if s is not None]
+        errors = [r for r in await asyncio.gather(*services, return_exceptions=True)
+                  if isinstance(r, BaseException)]
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None
@@ -218,7 +239,7 @@ class EmbeddedStack:
         """Process ids of the running services (for measurements and diagnostics)."""
         return {
             "seaweedfs": self.seaweedfs.pid if self.seaweedfs else None,
-            "tansu": self.tansu.pid if self.tansu else None,
+            "kafka": self.kafka.pid if self.kafka else None,
             "postgres": self.postgres.server_pid if self.postgres else None,
         }
 
@@ -231,14 +252,6 @@ class EmbeddedStack:
         return {
             "data_dir": self.data_dir,
             "kafka_bootstrap": self.kafka_bootstrap,
-            # Short group timeouts: tansu makes joins wait out the session (INFRA.md).
-            "kafka_session_timeout_ms": 6000,
-            "kafka_heartbeat_interval_ms": 1000,
-            "kafka_rebalance_timeout_ms": 6000,
-            # One process per consumer group reads every partition here, so more partitions add
-            # no parallelism, and tansu stores one S3 object per partition per produce request:
-            # at ~1,500 reports/s, 1 partition halved both SeaweedFS's CPU and produce latency.
-            "topic_partitions": 1,
             "postgres_dsn": self.postgres_dsn,
             "clickhouse_url": "chdb://" + str(self.data_dir / "chdb"),
             "s3_endpoint": self.s3_endpoint,
