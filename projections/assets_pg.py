@@ -143,4 +143,4 @@ async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
 async def consume(deps: StreamDeps) -> None:
     """Read ``events.asset`` and apply it (``projections.reader``) until cancelled."""
     await read(deps.settings, NAME, ("events.asset",), BATCH_MAX, BATCH_WITHIN_S,
-               partial(apply_or_skip, deps.pool, NAME, apply))
+               partial(apply_or_skip, deps.pool, NAME, apply), deps.lags)

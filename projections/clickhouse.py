@@ -404,4 +404,4 @@ async def consume(deps: StreamDeps) -> None:
             log.debug("projection %s: %d applied, %d view rows %s",
                       NAME, result.applied, result.views, result.verdicts)
 
-    await read(s, NAME, TOPICS, BATCH_SIZE, BATCH_WITHIN_S, handle)
+    await read(s, NAME, TOPICS, BATCH_SIZE, BATCH_WITHIN_S, handle, deps.lags)

@@ -279,4 +279,4 @@ async def consume(deps: StreamDeps) -> None:
     s = deps.settings
     projection = EngagementProjection(rule_of(s), keep_s=s.view_sessions_keep_s)
     await read(s, NAME, TOPICS, BATCH_MAX, BATCH_WITHIN_S,
-               partial(project_or_skip, deps.pool, projection))
+               partial(project_or_skip, deps.pool, projection), deps.lags)

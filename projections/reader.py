@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from medialog.config import Role, Settings
-from medialog.kafka import new_consumer
+from medialog.kafka import Lags, new_consumer
 from medialog.tracking import Position
 from projections.runner import Batch
 from streams.app import StreamDeps
@@ -40,12 +40,14 @@ def group_of(settings: Settings, name: str) -> str:
 
 
 async def read(settings: Settings, name: str, topics: Sequence[str], batch_max: int,
-               within_s: float, handle: Callable[[Batch], Awaitable[object]]) -> None:
+               within_s: float, handle: Callable[[Batch], Awaitable[object]], lags: Lags) -> None:
     """Read ``topics`` in ``name``'s group until cancelled, handing ``handle`` each batch (at
     most ``batch_max`` records, what arrived within ``within_s``; each partition's in log
-    order). ``handle`` must not give up on a batch: the runner's ``*_or_skip`` never raise."""
+    order), and keeping ``lags`` up to date. ``handle`` must not give up on a batch: the
+    runner's ``*_or_skip`` never raise."""
     consumer = new_consumer(settings, group_of(settings, name), topics)
     await consumer.start()
+    progress = lags.track(name, consumer)  # next offset per partition, applied
     applied: dict[TopicPartition, int] = {}  # next offset per partition, not yet committed
     committed_at = time.monotonic()
     try:
@@ -55,10 +57,12 @@ async def read(settings: Settings, name: str, topics: Sequence[str], batch_max: 
                 await handle([(Position(r.topic, r.partition, r.offset), r.value or b"")
                               for records in fetched.values() for r in records])
                 applied.update({tp: rs[-1].offset + 1 for tp, rs in fetched.items()})
+                progress.update(applied)
             if applied and time.monotonic() - committed_at >= COMMIT_EVERY_S:
                 await _commit(consumer, name, applied)
                 applied, committed_at = {}, time.monotonic()
     finally:
+        lags.forget(name)
         await consumer.stop()
 
 

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Install the system programs medialog's embedded stack needs (ffmpeg/ffprobe, PostgreSQL
-# server binaries) when they are missing. As root on Debian/Ubuntu it uses apt-get; otherwise
-# it says what to install and fails.
+# Install the system programs medialog's embedded stack needs when they are missing: ffmpeg and
+# ffprobe, PostgreSQL's server binaries, and a Java 17+ runtime with Maven (the embedded Apache
+# Kafka broker; Maven fetches its jars once). As root on Debian/Ubuntu it uses apt-get;
+# otherwise it says what to install and fails.
 set -euo pipefail
 
 have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; }
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
+have_java() { command -v java >/dev/null 2>&1 && [ "$(java_major)" -ge 17 ] 2>/dev/null; }
 missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 have_pg || missing+=(postgresql)
+have_java || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

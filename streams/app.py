@@ -16,7 +16,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
-from medialog.kafka import COMPRESSION
+from medialog.kafka import COMPRESSION, Lags
 from medialog.storage import BlobStore
 from medialog.tracking import Position
 
@@ -29,6 +29,7 @@ class StreamDeps:
     pool: asyncpg.Pool
     blobs: BlobStore
     analytics: Analytics | None
+    lags: Lags  # the projections' lag, reported by /health/ready
 
 
 class _IdempotentProducer(faust_aiokafka.Producer):

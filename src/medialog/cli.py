@@ -198,8 +198,14 @@ async def _dev(base: Settings, port: int | None) -> None:
 
         def announce() -> None:
             click.echo(f"\nmedialog is up: {settings.base_url}")
-            click.echo(f"  data directory: {data_dir}")
-            click.echo(f"  S3 endpoint:    {settings.s3_endpoint}")
+            click.echo(f"  data directory:  {data_dir}")
+            click.echo(f"  Kafka bootstrap: {settings.kafka_bootstrap}  (topics events.asset, "
+                       "events.engagement, events.views, events.access)")
+            click.echo(f"  PostgreSQL:      {stack.postgres_dsn}")
+            click.echo(f"  ClickHouse:      chDB, in this process, at {data_dir / 'chdb'}")
+            click.echo(f"  S3 endpoint:     {settings.s3_endpoint}  (credentials: "
+                       f"{stack.s3_credentials_file})")
+            click.echo(f"  logs:            {data_dir / 'logs'}")
             click.echo(f"  dev token (user 'dev', roles admin+creator, 24 h):\n{token}\n")
             click.echo("  more tokens: medialog token --user U --role creator   (Ctrl-C stops)")
 

@@ -9,8 +9,9 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
@@ -136,3 +137,37 @@ async def missing_topics(settings: Settings) -> list[str]:
     async with _admin(settings) as admin:
         existing = set(await admin.list_topics())
     return [settings.topic(t.name) for t in TOPICS if settings.topic(t.name) not in existing]
+
+
+class Lags:
+    """How far each consumer (a projection) is behind the end of the partitions it holds: the
+    end offset minus the next offset it has yet to apply. A consumer registers with
+    :meth:`track` and writes the next offset of each partition into the returned map after
+    applying a batch; a partition it has not applied yet counts from its group's committed
+    offset (0 when none)."""
+
+    def __init__(self) -> None:
+        self._tracked: dict[str, tuple[AIOKafkaConsumer, dict[TopicPartition, int]]] = {}
+
+    def track(self, name: str, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        applied: dict[TopicPartition, int] = {}
+        self._tracked[name] = (consumer, applied)
+        return applied
+
+    def forget(self, name: str) -> None:
+        self._tracked.pop(name, None)
+
+    async def report(self) -> dict[str, Any]:
+        """Per consumer: ``{"total": n, "partitions": {"topic/partition": n}}``."""
+        out: dict[str, Any] = {}
+        for name, (consumer, applied) in list(self._tracked.items()):
+            held = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+            ends = await consumer.end_offsets(held) if held else {}
+            lags = {}
+            for tp in held:
+                done = applied.get(tp)
+                if done is None:
+                    done = await consumer.committed(tp) or 0
+                lags[f"{tp.topic}/{tp.partition}"] = max(0, ends[tp] - done)
+            out[name] = {"total": sum(lags.values()), "partitions": lags}
+        return out

@@ -97,3 +97,21 @@ def test_dev_exits_promptly_and_clearly_when_its_api_port_is_taken():
         assert not (data_dir / "postgres").exists() and not (data_dir / "seaweedfs").exists()
     finally:
         subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+
+
+def test_dev_banner_names_every_address_a_user_needs(stack):
+    """The api, the Kafka bootstrap, the PostgreSQL DSN, where chDB lives, S3 and its
+    credentials file: each is in the banner and each is what the stack runs."""
+    banner = stack.log_path.read_text(errors="replace")
+    banner = banner[banner.rindex("medialog is up:"):]
+    s = stack.settings()
+    lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+             for line in banner.splitlines()[1:8] if ":" in line}
+    assert banner.startswith(f"medialog is up: {stack.base_url}")
+    assert lines["Kafka bootstrap"].split()[0] == s.kafka_bootstrap
+    assert lines["PostgreSQL"] == s.postgres_dsn.get_secret_value()
+    assert lines["ClickHouse"].endswith(str(stack.data_dir / "chdb"))
+    assert lines["S3 endpoint"].split()[0] == s.s3_endpoint
+    credentials = stack.data_dir / "s3-credentials"
+    assert f"credentials: {credentials})" in lines["S3 endpoint"]
+    assert s.s3_access_key.get_secret_value() in credentials.read_text()

@@ -134,8 +134,11 @@ async def test_overrides_build_settings(stack: EmbeddedStack) -> None:
     assert settings.s3_endpoint == stack.s3_endpoint
     assert settings.clickhouse_url.get_secret_value() == f"chdb://{stack.data_dir / 'chdb'}"
     assert settings.signing_keys.get_secret_value().startswith("k1:")
-    state = stack.data_dir / "stack.json"
-    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    for private in ("stack.json", "s3-credentials"):
+        assert stat.S_IMODE((stack.data_dir / private).stat().st_mode) == 0o600
+    credentials = stack.s3_credentials_file.read_text()
+    assert f"aws_access_key_id = {overrides['s3_access_key']}" in credentials
+    assert f"aws_secret_access_key = {overrides['s3_secret_key']}" in credentials
     logs = {p.name for p in (stack.data_dir / "logs").iterdir()}
     assert {"seaweedfs.log", "kafka.log", "postgres.log"} <= logs
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from medialog.api import health, keys
 from medialog.api.app import _blobs, _postgres, _producer
 from medialog.config import Settings
+from medialog.kafka import Lags
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +53,7 @@ async def readiness_app(stack: Any, ffmpeg: Path, ffprobe: Path) -> AsyncIterato
     app[keys.SETTINGS] = settings
     app[keys.PEERS] = {}
     app[health.TOOLS] = health.tools_of(settings)
+    app[keys.LAGS] = Lags()
     app.cleanup_ctx.extend([_postgres, _blobs, _producer])
     app.router.add_get("/health/ready", health.ready)
     server = TestServer(app, host="127.0.0.1")
@@ -108,3 +111,66 @@ async def test_a_failed_ffmpeg_check_is_repeated_only_after_a_pause(stack, http,
             status, body = await ready(http, url)
             assert status == 200, body
     assert starts(log) == ["ffmpeg", "ffmpeg", "ffprobe"]
+
+
+async def test_ready_reports_each_projections_lag_per_partition(stack, http):
+    """The dev stack's readiness names its three projections (the ClickHouse one in the api's
+    process, the PostgreSQL ones in its roles process) with every partition they read; idle,
+    they have applied everything."""
+    from projections import assets_pg, clickhouse, engagement_pg
+
+    partitions = stack.settings().topic_partitions
+    wanted = {p.NAME: {f"{t}/{n}" for t in getattr(p, "TOPICS", ("events.asset",))
+                       for n in range(partitions)} for p in (assets_pg, clickhouse, engagement_pg)}
+
+    async def settled() -> dict[str, Any]:
+        for _ in range(100):
+            status, body = await ready(http, f"{stack.base_url}/health/ready")
+            lags = body["projections"]
+            if status == 200 and all(lags.get(n, {}).get("total", 1) == 0 for n in wanted):
+                return lags
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"projections not caught up: {body}")
+
+    lags = await settled()
+    assert {n: set(lags[n]["partitions"]) for n in wanted} == wanted
+    assert all(v == 0 for n in wanted for v in lags[n]["partitions"].values())
+
+
+async def test_lag_is_the_end_offset_minus_what_was_applied(stack):
+    """``Lags`` against the real broker: a partition not applied yet counts from the group's
+    committed offset (none: 0), an applied one from its next offset."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    bootstrap = stack.settings().kafka_bootstrap
+    topic = f"lag-probe-{uuid.uuid4().hex}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(5):
+            await producer.send_and_wait(topic, b"x", partition=0)
+        await producer.send_and_wait(topic, b"y", partition=1)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"g-{topic}",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+        lags = Lags()
+        applied = lags.track("probe", consumer)
+        assert (await lags.report())["probe"] == {
+            "total": 6, "partitions": {f"{topic}/0": 5, f"{topic}/1": 1}}
+        applied[TopicPartition(topic, 0)] = 3
+        assert (await lags.report())["probe"]["partitions"] == {f"{topic}/0": 2, f"{topic}/1": 1}
+        lags.forget("probe")
+        assert await lags.report() == {}
+    finally:
+        await consumer.stop()

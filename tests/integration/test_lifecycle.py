@@ -15,13 +15,14 @@ import aiohttp
 import asyncpg
 import boto3
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from botocore.exceptions import ClientError
 
 from medialog.domain.commands import CommandMeta, ExpireUpload
 from medialog.domain.events import ViewReported
 from medialog.envelope import encode_command, encode_event, make_event
 from streams.janitor import expired_uploads, sweep_expired
+from tests.kafka_log import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -256,28 +257,12 @@ async def _count_events(pg: Any, asset_id: str, kind: str) -> int:
                                        "AND type = $2", asset_id, f"medialog.asset.{kind}"))
 
 
-async def _find_event(stack: Any, topic: str, key: str, event_id: str,
-                      timeout: float = 30) -> Any:
-    """The record of an event on the log, with its position (read from the beginning until
-    found)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings().kafka_bootstrap,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads the metadata
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for records in batches.values():
-                for r in records:
-                    if r.key == key.encode() and json.loads(r.value).get("id") == event_id:
-                        return r
-    finally:
-        await consumer.stop()
-    raise AssertionError(f"event {event_id} not found on {topic}")
+async def _find_event(stack: Any, topic: str, key: str, event_id: str) -> Any:
+    """The record of an event on the log, with its position."""
+    found = [r for r in await read_topic(stack.settings(), topic)
+             if r.key == key.encode() and json.loads(r.value).get("id") == event_id]
+    assert len(found) == 1, f"event {event_id} on {topic}: {found}"
+    return found[0]
 
 
 # -- metadata, deletion, ownership ---------------------------------------------------------------

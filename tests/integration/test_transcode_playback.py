@@ -21,16 +21,16 @@ import aiohttp
 import asyncpg
 import boto3
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from yarl import URL
 
 from medialog.signing import SigningKeys, stream_url
+from tests.kafka_log import read_topic
 
 pytestmark = pytest.mark.integration
 
 SECONDS = 4
 READY_TIMEOUT_S = 180  # shared 2-core machines: generous
-LOG_READ_TIMEOUT_S = 60
 
 
 def _ffmpeg(*args: str) -> None:
@@ -162,29 +162,8 @@ async def hls_streams(url: str) -> list[dict[str, Any]]:
 
 
 async def read_records(stack: Any, topic: str, key: str) -> list[ConsumerRecord]:
-    """Every record of ``topic`` with ``key``, from the beginning (no group) to at least the end
-    of the log at the call. That end is the high watermark of the first fetch: tansu's
-    ListOffsets (``end_offsets``) answers less than the end (INFRA.md)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings().kafka_bootstrap,
-                                enable_auto_commit=False)
-    await consumer.start()
-    found: list[ConsumerRecord] = []
-    try:
-        assert topic in await consumer.topics()
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        deadline = time.monotonic() + LOG_READ_TIMEOUT_S
-        for tp in parts:
-            end = None
-            while end is None or await consumer.position(tp) < end:
-                assert time.monotonic() < deadline, f"{tp} not read up to its end ({end})"
-                batch = await consumer.getmany(tp, timeout_ms=500)
-                found += [m for m in batch.get(tp, []) if m.key == key.encode()]
-                end = end if end is not None else consumer.highwater(tp)
-    finally:
-        await consumer.stop()
-    return found
+    """Every record of ``topic`` with ``key``, up to the end of the log at the call."""
+    return [m for m in await read_topic(stack.settings(), topic) if m.key == key.encode()]
 
 
 def values(records: list[ConsumerRecord]) -> list[Any]:

@@ -99,6 +99,12 @@ def test_kafka_runs_kraft_with_a_listener_for_other_containers(compose: dict[str
     assert bootstrap == {"kafka:9092"}
 
 
+def test_kafka_runs_the_embedded_brokers_version(compose: dict[str, Any]) -> None:
+    from medialog.embedded.kafka_broker import kafka_version
+
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version()}"
+
+
 def test_medialog_services_are_built_from_the_dockerfile(compose: dict[str, Any]) -> None:
     services = medialog_services(compose)
     for name in ("migrate", "topics", *ROLE_SERVICES):

@@ -42,6 +42,7 @@ def test_each_projection_reads_in_a_group_of_its_own() -> None:
     """Shared by the processes running that projection, by no other reader and no Faust app."""
     from projections import assets_pg, clickhouse, engagement_pg
     from projections.reader import group_of, readers
+    from medialog.kafka import Lags
     from streams.app import StreamDeps
 
     s = Settings(consumer_group="ml")
@@ -51,7 +52,8 @@ def test_each_projection_reads_in_a_group_of_its_own() -> None:
     faust = {s.consumer_group_of(roles) for n in range(1, len(ALL_ROLES) + 1)
              for roles in itertools.combinations(ALL_ROLES, n) if set(roles) != {"api"}}
     assert not groups & faust
-    deps = StreamDeps(settings=s, pool=None, blobs=None, analytics=None)  # type: ignore[arg-type]
+    deps = StreamDeps(settings=s, pool=None, blobs=None, analytics=None,  # type: ignore[arg-type]
+                      lags=Lags())
     assert set(readers(deps, {"projections", "actors"})) == {assets_pg.NAME, engagement_pg.NAME}
     assert set(readers(deps, {"api", "analytics"})) == {clickhouse.NAME}
     assert readers(deps, {"api", "actors", "workers"}) == {}

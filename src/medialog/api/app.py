@@ -24,7 +24,7 @@ from medialog.api.routes import setup_routes
 from medialog.clickhouse import Analytics
 from medialog.config import CLICKHOUSE_ROLES, Role, Settings
 from medialog.issuer import load_private_key, public_jwks
-from medialog.kafka import new_producer
+from medialog.kafka import Lags, new_producer
 from medialog.signing import SigningKeys
 from medialog.storage import BlobStore
 
@@ -97,6 +97,7 @@ def _deps(app: web.Application) -> StreamDeps:
         pool=app[keys.PG],
         blobs=app[keys.BLOBS],
         analytics=app.get(keys.ANALYTICS),
+        lags=app[keys.LAGS],
     )
 
 
@@ -134,6 +135,7 @@ def create_app(
     app[keys.ROLES] = roles
     app[keys.PEERS] = dict(peers or {})
     app[health.TOOLS] = health.tools_of(settings)
+    app[keys.LAGS] = Lags()
     app.cleanup_ctx.append(_postgres)
     if roles & CLICKHOUSE_ROLES:
         app.cleanup_ctx.append(_clickhouse)

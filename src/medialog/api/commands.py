@@ -99,14 +99,18 @@ async def command_response(
     cmd_id: str,
     body: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    *,
+    wait_by_default: float | None = None,
 ) -> web.Response:
     """The answer to a write: 202 with the command id (and ``body``). With ``Prefer: wait=N``
-    the outcome is included once settled; a rejected command answers with the status and error
-    shape its domain error would have got if raised here (409 for a Conflict, 403 NOT_OWNER…),
-    plus the command id and outcome."""
+    (or ``wait_by_default`` when the client did not say) the outcome is included once settled
+    or when the wait ends; a rejected command answers with the status and error shape its
+    domain error would have got if raised here (409 for a Conflict, 403 NOT_OWNER…), plus the
+    command id and outcome."""
     headers = dict(headers or {})
     reply: dict[str, Any] = {"command_id": cmd_id, **(body or {})}
-    wait = prefer_wait(request)
+    asked = prefer_wait(request)
+    wait = wait_by_default if asked is None else asked
     if wait:
         result = await outcome(request.app, cmd_id, wait)
         headers["Preference-Applied"] = f"wait={wait:g}"

@@ -1,7 +1,8 @@
 """``GET /health`` (alive) and ``GET /health/ready`` (every dependency, with latency; 503 if any
 is down). Checks run concurrently, each bounded by a timeout. The dependencies are the process's
 clients and its peers (``keys.PEERS``: processes it runs with, ready when their own
-``/health/ready`` answers 200).
+``/health/ready`` answers 200). It also reports each projection's lag (``projections``: the end
+offset minus the next offset to apply, per partition and in total), its own and its peers'.
 
 The endpoint is unauthenticated, so a check must not cost a process per request: ffmpeg and
 ffprobe (``<binary> -version``) are checked once per application and the success kept; a failure
@@ -118,9 +119,12 @@ CHECKS: dict[str, Callable[[web.Application], Awaitable[None]]] = {
 }
 
 
-async def _peer(url: str) -> None:
+async def _peer(url: str, lags: dict[str, Any]) -> None:
+    """Ready when the peer's ``/health/ready`` is; the lag of its projections joins ``lags``."""
     timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
+        with contextlib.suppress(aiohttp.ContentTypeError, ValueError):
+            lags.update((await response.json()).get("projections", {}))
         if response.status != 200:
             raise RuntimeError(f"{url} answered {response.status}")
 
@@ -144,10 +148,22 @@ async def ready(request: web.Request) -> web.Response:
     checks: dict[str, Callable[[], Awaitable[None]]] = {
         n: partial(f, app) for n, f in CHECKS.items() if n != "clickhouse" or keys.ANALYTICS in app
     }
-    checks.update({name: partial(_peer, url) for name, url in app[keys.PEERS].items()})
-    results = await asyncio.gather(*(_run(n, check) for n, check in checks.items()))
+    lags: dict[str, Any] = {}
+    checks.update({name: partial(_peer, url, lags) for name, url in app[keys.PEERS].items()})
+    results, own = await asyncio.gather(
+        asyncio.gather(*(_run(n, check) for n, check in checks.items())), _own_lags(app))
     deps = dict(zip(checks, results, strict=True))
     ok = all(r["status"] == "up" for r in deps.values())
-    return web.json_response(
-        {"status": "ready" if ok else "unavailable", "dependencies": deps}, status=200 if ok else 503
-    )
+    body = {"status": "ready" if ok else "unavailable", "dependencies": deps,
+            "projections": dict(sorted({**lags, **own}.items()))}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def _own_lags(app: web.Application) -> dict[str, Any]:
+    """The lag of this process's projections; none when the broker does not answer in time
+    (the ``kafka`` check then says why)."""
+    try:
+        return await asyncio.wait_for(app[keys.LAGS].report(), CHECK_TIMEOUT_S)
+    except Exception as exc:  # a readiness probe answers whatever the broker does
+        log.warning("readiness: projection lag unknown: %s: %s", type(exc).__name__, exc)
+        return {}

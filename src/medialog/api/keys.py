@@ -15,6 +15,7 @@ from medialog.api.auth import TokenVerifier
 from medialog.api.notifier import Notifier
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
+from medialog.kafka import Lags
 from medialog.signing import SigningKeys
 from medialog.storage import BlobStore
 
@@ -30,4 +31,5 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 LOCAL_JWKS = web.AppKey("local_jwks", dict[str, Any])
 FAUST = web.AppKey("faust", faust.App)
 PEERS: web.AppKey[Mapping[str, str]] = web.AppKey("peers")  # name → its /health/ready URL
+LAGS = web.AppKey("lags", Lags)  # the projections this process runs: their lag
 SIGNING = web.AppKey("signing", SigningKeys)  # keys of signed streaming URLs, parsed at start

@@ -24,8 +24,13 @@ from medialog.timefmt import iso
 _ASSET_NAMESPACE = uuid.UUID("9f1d2c3b-4a5e-4f60-8172-93a4b5c6d7e8")
 
 
+# Creating writes wait this long for their outcome by default (read-your-writes: the client's
+# next call finds the asset); ``Prefer: wait=0`` answers at once.
+CREATE_WAIT_S = 10.0
+
 async def create_upload(request: web.Request) -> web.Response:
-    """202 with the asset id and a presigned PUT that signs the declared Content-Type and size.
+    """Waits (``CREATE_WAIT_S``, or ``Prefer: wait=N``; ``wait=0`` answers at once) until the
+    asset is in the read model, so the client's next call finds it, then 202 with the asset id and a presigned PUT that signs the declared Content-Type and size.
     A retry (same ``Idempotency-Key``) is the same command and names the same asset: while the
     asset awaits its upload it gets a new URL valid until the first one's deadline; once the
     upload is no longer awaited (completed, promoted…, expired, deleted) or that deadline has
@@ -78,13 +83,15 @@ async def create_upload(request: web.Request) -> web.Response:
     body["expires_at"] = iso(expires_at)
     await send_command(request.app, "commands.asset", asset_id, command, meta)
     return await command_response(request, cmd_id, body,
-                                  headers={"Location": f"/v1/assets/{asset_id}"})
+                                  headers={"Location": f"/v1/assets/{asset_id}"},
+                                  wait_by_default=CREATE_WAIT_S)
 
 
 async def complete_upload(request: web.Request) -> web.Response:
-    """The owner (or an admin) says the bytes are in staging. 202 with the command id; the
-    actor rejects with UPLOAD_MISSING, UPLOAD_SIZE_MISMATCH, UPLOAD_CONTENT_TYPE_MISMATCH,
-    UPLOAD_EXPIRED… (409, with ``Prefer: wait``), or accepts and the promoter takes over."""
+    """The owner (or an admin) says the bytes are in staging. Waits for the outcome as
+    ``create_upload`` does, then 202 with the command id; the actor rejects with UPLOAD_MISSING,
+    UPLOAD_SIZE_MISMATCH, UPLOAD_CONTENT_TYPE_MISMATCH, UPLOAD_EXPIRED… (409 unless
+    ``Prefer: wait=0``), or accepts and the promoter takes over."""
     who = await principal(request)
     row = await owned_asset(request, who)
     settings = request.app[keys.SETTINGS]
@@ -101,4 +108,5 @@ async def complete_upload(request: web.Request) -> web.Response:
     await send_command(request.app, "commands.asset", asset_id, command,
                        command_meta(request, who, cmd_id, now))
     return await command_response(request, cmd_id, {"asset_id": asset_id},
-                                  headers={"Location": f"/v1/assets/{asset_id}"})
+                                  headers={"Location": f"/v1/assets/{asset_id}"},
+                                  wait_by_default=CREATE_WAIT_S)

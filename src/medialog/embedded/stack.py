@@ -3,6 +3,7 @@
 Layout of ``data_dir``::
 
     stack.json      secrets and ports of this stack (mode 0600), written on first start
+    s3-credentials  the S3 key as an AWS shared credentials file (mode 0600, profile default)
     stack.lock      held while the stack runs: one stack per data dir
     seaweedfs/      weed mini (S3: buckets staging, masters, previews)
     kafka/          Apache Kafka (KRaft, one node): server.properties and data/
@@ -50,6 +51,16 @@ SIGNING_KID = "k1"
 REGION = "us-east-1"
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by its owner only."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 class EmbeddedStack:
     """SeaweedFS + Kafka + PostgreSQL under ``data_dir``; see the module docstring."""
 
@@ -93,12 +104,15 @@ class EmbeddedStack:
         return state
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        tmp = self._state_file.with_suffix(".json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(state, out, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self._state_file)
+        _write_private(self._state_file, json.dumps(state, indent=2))
+        _write_private(self.s3_credentials_file,
+                       f"[default]\naws_access_key_id = {state['s3_access_key']}\n"
+                       f"aws_secret_access_key = {state['s3_secret_key']}\n")
+
+    @property
+    def s3_credentials_file(self) -> Path:
+        """For S3 tools: ``AWS_SHARED_CREDENTIALS_FILE=<this> aws --endpoint-url … s3 ls``."""
+        return self.data_dir / "s3-credentials"
 
     def _choose_ports(self, previous: dict[str, Any]) -> dict[str, Any]:
         """Fixed ports win; else the previous run's if free; else fresh free ones."""
