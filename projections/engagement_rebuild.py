@@ -13,8 +13,7 @@ Procedure (safe while the live projection runs; it need not be stopped):
 2. remember the stored offsets T (per partition: everything live applied so far), then, in one
    transaction, empty ``asset_stats``, ``likes``, ``view_sessions`` and the projection's
    ``consumer_offsets`` rows;
-3. read every partition from offset 0 until it has passed T (never relying on the broker's end
-   offsets, DESIGN.md rule 1) and then until nothing new arrives for ``idle_s``;
+3. read every partition from offset 0 up to its end offset at the start (at or past T);
 4. release the lock. The live projection resumes where it was: what the rebuild already applied
    is at or below the tracking offsets and is skipped, the rest is applied — nothing lost,
    nothing twice.
@@ -30,6 +29,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from medialog.config import Settings
+from medialog.kafka import partitions_of
 from medialog.tracking import Position
 from projections.engagement_pg import GATE_LOCK, NAME, TOPICS, make_apply, rule_of
 from projections.runner import Apply, apply_batch
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class RebuildStalled(Exception):
-    """The log did not deliver up to the offsets the projection had applied before."""
+    """The log did not deliver up to its end offsets taken at the start."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,12 @@ class RebuildReport:
     seconds: float
 
 
-async def rebuild(
-    settings: Settings, pool: asyncpg.Pool, *, idle_s: float = 2.0, stall_s: float = 60.0
-) -> RebuildReport:
+async def rebuild(settings: Settings, pool: asyncpg.Pool, *, stall_s: float = 60.0
+                  ) -> RebuildReport:
     """Empty the engagement projection and fold it again from the log; see the module doc.
 
-    Raises ``RebuildStalled`` when no record arrives for ``stall_s`` before the previous
-    position is reached (the tables are then partial: run it again)."""
+    Raises ``RebuildStalled`` when no record arrives for ``stall_s`` before the end offsets are
+    reached (the tables are then partial: run it again)."""
     began = time.monotonic()
     apply = make_apply(rule_of(settings))
     async with pool.acquire() as gate:
@@ -69,7 +68,7 @@ async def rebuild(
             targets = {TopicPartition(r["topic"], r["partition"]): r["offset"] for r in rows}
             log.info("rebuilding %s up to %s", NAME, {f"{k.topic}/{k.partition}": v
                                                       for k, v in targets.items()})
-            records, applied = await _replay(settings, pool, apply, targets, idle_s, stall_s)
+            records, applied = await _replay(settings, pool, apply, stall_s)
         finally:
             await gate.execute("SELECT pg_advisory_unlock($1)", GATE_LOCK)
     report = RebuildReport(records, applied, time.monotonic() - began)
@@ -78,43 +77,37 @@ async def rebuild(
 
 
 async def _replay(settings: Settings, pool: asyncpg.Pool, apply: Apply,
-                  targets: dict[TopicPartition, int], idle_s: float, stall_s: float
-                  ) -> tuple[int, int]:
+                  stall_s: float) -> tuple[int, int]:
+    tps = await partitions_of(settings, TOPICS)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=[h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()],
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
         client_id="medialog-rebuild", request_timeout_ms=settings.kafka_request_timeout_ms)
     await consumer.start()
     try:
-        await consumer.topics()  # load metadata
-        tps = [TopicPartition(settings.topic(t), p) for t in TOPICS
-               for p in sorted(consumer.partitions_for_topic(settings.topic(t)) or ())]
         consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
         for tp in tps:
             consumer.seek(tp, 0)
-        last: dict[TopicPartition, int] = {}
+        last = {tp: -1 for tp in tps}
         total = applied = 0
         quiet_since = time.monotonic()
-        while True:
+        while any(last[tp] + 1 < end for tp, end in ends.items()):
             fetched = await consumer.getmany(timeout_ms=500, max_records=2000)
             batch = [(Position(m.topic, m.partition, m.offset), m.value or b"")
-                     for msgs in fetched.values() for m in msgs]
+                     for tp, msgs in fetched.items() for m in msgs if m.offset < ends[tp]]
             if batch:
                 applied += await apply_batch(pool, NAME, apply, batch)
                 total += len(batch)
                 for tp, msgs in fetched.items():
                     last[tp] = msgs[-1].offset
                 quiet_since = time.monotonic()
-                continue
-            reached = all(last.get(tp, -1) >= offset for tp, offset in targets.items())
-            quiet = time.monotonic() - quiet_since
-            if reached and quiet >= idle_s:
-                return total, applied
-            if not reached and quiet >= stall_s:
-                missing = {f"{tp.topic}/{tp.partition}": (last.get(tp, -1), offset)
-                           for tp, offset in targets.items() if last.get(tp, -1) < offset}
-                raise RebuildStalled(f"stopped before the previous position (read, wanted): "
+            elif time.monotonic() - quiet_since >= stall_s:
+                missing = {f"{tp.topic}/{tp.partition}": (last[tp], end - 1)
+                           for tp, end in ends.items() if last[tp] + 1 < end}
+                raise RebuildStalled(f"stopped before the end of the log (read, wanted): "
                                      f"{missing}; run the rebuild again")
+        return total, applied
     finally:
         await consumer.stop()
 

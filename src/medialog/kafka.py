@@ -133,6 +133,16 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [t.name for t in wanted]
 
 
+async def partitions_of(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` (prefix applied), in topic and partition order."""
+    names = [settings.topic(t) for t in topics]
+    async with _admin(settings) as admin:
+        described = await admin.describe_topics(names)
+    found = {d["topic"]: sorted(p["partition"] for p in d["partitions"]) for d in described
+             if d["error_code"] == 0}
+    return [TopicPartition(name, p) for name in names for p in found.get(name, ())]
+
+
 async def missing_topics(settings: Settings) -> list[str]:
     async with _admin(settings) as admin:
         existing = set(await admin.list_topics())

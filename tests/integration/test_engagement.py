@@ -690,7 +690,7 @@ async def test_rebuild_from_the_log_gives_the_same_read_model(http, stack, pg):
     pool = await asyncpg.create_pool(settings.postgres_dsn.get_secret_value(), min_size=2,
                                      max_size=3)
     try:
-        result = await rebuild(settings, pool, idle_s=1.0)
+        result = await rebuild(settings, pool)
     finally:
         await pool.close()
     assert result.records >= 8 and result.applied == result.records
@@ -721,10 +721,10 @@ async def test_a_rebuild_under_another_rule_rederives_the_counts(http, stack, pg
     pool = await asyncpg.create_pool(settings.postgres_dsn.get_secret_value(), min_size=2,
                                      max_size=3)
     try:
-        await rebuild(settings.model_copy(update={"view_threshold_s": 20.0}), pool, idle_s=1.0)
+        await rebuild(settings.model_copy(update={"view_threshold_s": 20.0}), pool)
         assert await stats_row(pg, asset) == {"view_count": 1, "like_count": 0,
                                               "watch_seconds_total": Decimal(39)}
-        await rebuild(settings, pool, idle_s=1.0)
+        await rebuild(settings, pool)
     finally:
         await pool.close()
     assert (await stats_row(pg, asset))["view_count"] == 2

@@ -254,3 +254,31 @@ async def test_asset_survives_a_restart_of_the_whole_stack(http, stack):
     # The log survived too: a new upload after the restart flows through the actor again.
     status, again = await request_upload(http, stack, user="carol")
     assert status == 202 and again["command"]["projected"] is True
+
+
+async def test_a_client_that_never_waits_finds_its_own_asset(http, stack):
+    """Request an upload, PUT the bytes, complete and read it back at once: no ``Prefer``, no
+    retries. Creating writes wait for their outcome by default, so each next call finds the
+    asset; ``Prefer: wait=0`` keeps the immediate 202."""
+    user = f"hasty-{uuid.uuid4().hex[:8]}"
+    headers = auth(stack.token(user, "creator"))
+    payload = {"filename": "clip.mp4", "content_type": "video/mp4", "size_bytes": len(CLIP)}
+    async with http.post(f"{stack.base_url}/v1/uploads", json=payload, headers=headers) as r:
+        assert r.status == 202
+        up = await r.json()
+    assert up["command"]["status"] == "accepted" and up["command"]["projected"] is True
+    async with http.put(up["upload_url"], data=CLIP, headers=up["headers"]) as r:
+        assert r.status == 200
+    async with http.post(f"{stack.base_url}/v1/assets/{up['asset_id']}/complete",
+                         headers=headers) as r:
+        done = await r.json()
+        assert r.status == 202, done
+    assert done["command"]["status"] == "accepted" and done["command"]["projected"] is True
+    async with http.get(f"{stack.base_url}/v1/assets/{up['asset_id']}", headers=headers) as r:
+        assert r.status == 200
+        assert (await r.json())["status"] != "awaiting_upload"
+
+    async with http.post(f"{stack.base_url}/v1/uploads", json=payload,
+                         headers={**headers, "Prefer": "wait=0"}) as r:
+        assert r.status == 202
+        assert "command" not in await r.json()
