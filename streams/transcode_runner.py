@@ -37,7 +37,7 @@ from streams.worker import SendCommand, system_meta
 log = logging.getLogger(__name__)
 
 UPLOAD_PARALLELISM = 8
-OUTCOME_TIMEOUT_S = 120.0  # the actor restarting (group rejoin on tansu) can take ~15 s
+OUTCOME_TIMEOUT_S = 120.0  # the actor restarting (a group rejoin) can take a session timeout
 
 
 class JobRefused(Exception):

@@ -163,7 +163,7 @@ def _kill_group(pgid: int) -> None:
 
 def _processes_in(data_dir: Path) -> dict[int, str]:
     """Live processes working in ``data_dir`` (their cwd is in it, or their command line names
-    it), with their command lines. PostgreSQL, SeaweedFS and tansu all run from inside it."""
+    it), with their command lines. PostgreSQL, SeaweedFS and Kafka all run from inside it."""
     root = str(data_dir.resolve())
     found: dict[int, str] = {}
     for entry in os.listdir("/proc"):
@@ -191,7 +191,7 @@ def _reap_leftovers(data_dir: Path) -> None:
     """After a SIGKILL of the group, stop what outlived it and raise if anything survives.
 
     PostgreSQL runs in a session of its own (``pg_ctl``): it gets SIGQUIT, its immediate
-    shutdown. SeaweedFS and tansu get SIGTERM from the kernel when their parent dies; an ffmpeg
+    shutdown. SeaweedFS and Kafka get SIGTERM from the kernel when their parent dies; an ffmpeg
     of the transcoder may still run. Whatever is still there after ``REAP_TIMEOUT_S`` is
     SIGKILLed."""
     pid_file = data_dir / "postgres" / "data" / "postmaster.pid"

@@ -132,7 +132,8 @@ async def test_the_projection_stores_rows_and_offsets_together(stack, http):
     assert status == 202
     event_id = body["command"]["events"][0]
     # Find the event on the log itself (it was appended before the 202): partition and offset.
-    found = [(r.partition, r.offset, r.key.decode()) for r in await read_topic(stack.settings(), "events.asset")
+    found = [(r.partition, r.offset, r.key.decode())
+             for r in await read_topic(stack.settings(), "events.asset")
              if json.loads(r.value)["id"] == event_id]
     assert len(found) == 1, found
     partition, offset, key = found[0]

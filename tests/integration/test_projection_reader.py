@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from medialog.config import Settings
+from medialog.kafka import Lags
 from medialog.tracking import Position
 from projections.reader import group_of, read
 
@@ -80,7 +81,7 @@ async def test_the_reader_hands_over_each_record_once_and_resumes_after_its_comm
     await _produce(settings, topic, first)
 
     handed = Handed(len(first))
-    task = asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, handed))
+    task = asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, handed, Lags()))
     await asyncio.wait_for(handed.enough.wait(), 60)
     for _ in range(100):  # commits follow within about a second
         if await _committed(settings, name, topic) == {0: 15, 1: 15}:
@@ -96,7 +97,7 @@ async def test_the_reader_hands_over_each_record_once_and_resumes_after_its_comm
     more = [f"s{n}".encode() for n in range(6)]
     await _produce(settings, topic, more)
     again = Handed(len(more))
-    task = asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, again))
+    task = asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, again, Lags()))
     await asyncio.wait_for(again.enough.wait(), 60)
     await asyncio.sleep(0.5)  # anything re-delivered beyond the new records would show by now
     task.cancel()
@@ -121,7 +122,7 @@ async def test_a_reader_cancelled_while_handling_commits_nothing_of_that_batch(s
         started.set()
         await asyncio.sleep(3600)
 
-    task = asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, never_done))
+    task = asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, never_done, Lags()))
     await asyncio.wait_for(started.wait(), 60)
     await asyncio.sleep(1.5)  # past the commit interval: nothing was handed back, nothing commits
     task.cancel()
@@ -129,7 +130,7 @@ async def test_a_reader_cancelled_while_handling_commits_nothing_of_that_batch(s
     assert await _committed(settings, name, topic) == {0: None, 1: None}
 
     handed = Handed(len(values))
-    task = asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, handed))
+    task = asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, handed, Lags()))
     await asyncio.wait_for(handed.enough.wait(), 60)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -144,7 +145,7 @@ async def test_two_readers_of_one_projection_share_its_partitions(stack):
     topic, name = f"test.reader.{uuid.uuid4().hex[:8]}", f"test.reader.{uuid.uuid4().hex[:8]}"
     await _create(settings, topic, 2)
     readers = (Handed(10**9), Handed(10**9))
-    tasks = [asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, h))
+    tasks = [asyncio.create_task(read(settings, name, (topic,), BATCH_MAX, 0.2, h, Lags()))
              for h in readers]
     values = [f"r{n}".encode() for n in range(40)]
     try:

@@ -30,7 +30,8 @@ CREATE_WAIT_S = 10.0
 
 async def create_upload(request: web.Request) -> web.Response:
     """Waits (``CREATE_WAIT_S``, or ``Prefer: wait=N``; ``wait=0`` answers at once) until the
-    asset is in the read model, so the client's next call finds it, then 202 with the asset id and a presigned PUT that signs the declared Content-Type and size.
+    asset is in the read model, so the client's next call finds it, then 202 with the asset id
+    and a presigned PUT that signs the declared Content-Type and size.
     A retry (same ``Idempotency-Key``) is the same command and names the same asset: while the
     asset awaits its upload it gets a new URL valid until the first one's deadline; once the
     upload is no longer awaited (completed, promoted…, expired, deleted) or that deadline has

@@ -27,7 +27,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from medialog.embedded.processes import EmbeddedError, ManagedProcess, log_tail
+from medialog.embedded.processes import EmbeddedError, ManagedProcess, log_tail, port_accepts
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,8 @@ class KafkaBroker:
         from aiokafka.client import AIOKafkaClient
         from aiokafka.errors import KafkaError
 
+        if not await port_accepts(self.port):  # spares the client's connection errors in the log
+            return False
         client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
         try:
             await client.bootstrap()
