@@ -11,16 +11,17 @@ client in this process, in three phases:
      whose one report crosses the threshold, and the time from its 202 to its counted view being
      visible in PostgreSQL (``asset_stats``, polled every ``--poll-ms``): p50/p99/max;
    * a closed loop while the projections fold the reports on the same cores.
-2. THE RATIO, on the embedded services (SeaweedFS, tansu, PostgreSQL) and the api role alone
+2. THE RATIO, on the embedded services (SeaweedFS, Kafka, PostgreSQL) and the api role alone
    (``medialog run --roles api``, as the api is deployed: the projections are other processes,
    here stopped until phase 3):
    * RAW BASELINE: a bare aiohttp server (its own process) whose handler returns 202 and does
      nothing, driven by the same client, bodies, headers, concurrency and duration;
    * FLOOR: a bare aiohttp handler (its own process) that appends one view report, encoded as
-     the api encodes them, through the api's producer and settings (acks=all) to a topic of its
-     own (``bench.floor``, which nothing reads), and answers as the api does. It does what the
-     api's handler cannot skip and nothing else: floor ÷ raw is what the log write leaves of
-     the raw rate, ingest ÷ floor what the api's own work leaves of that;
+     the api encodes them, through the api's producer and settings (acks=all, idempotent) to a
+     topic of its own (``bench.floor``, partitioned as medialog's topics, which nothing reads),
+     and answers as the api does. It does what the api's handler cannot skip and nothing else:
+     floor ÷ raw is what the log write leaves of the raw rate, ingest ÷ floor what the api's
+     own work leaves of that;
    * INGEST: ``POST /v1/assets/{id}/views`` with RS256 JWTs (signed-in viewers):
      authentication, asset lookup, validation, and a 202 only after the broker acknowledged
      (acks=all).
@@ -34,8 +35,10 @@ client in this process, in three phases:
    accepted report must be folded (the bench assets' total watch time equals the sum over every
    202) and exactly the lag sessions counted as views.
 
-Exit 1 if the ratio misses the goal or a report is missing. Everything is bounded (durations,
-concurrency, timeouts) and stays on 127.0.0.1.
+Goal: ingest ÷ raw ≥ 0.5, because an api that keeps half of what a bare aiohttp handler
+serves on the same cores spends its time on the log write, not on its own work. Exit 1 if the
+ratio misses the goal or a report is missing. Everything is bounded (durations, concurrency,
+timeouts) and stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -55,23 +58,58 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
 from aiohttp import web
-from proctree import cpu_s, descendants, name, stack_pids
+from proctree import cpu_s, descendants, name, per_name, stack_pids
+
+if TYPE_CHECKING:
+    from medialog.config import Settings
 
 GOAL_RATIO = 0.5
 LOOPS = ("raw", "floor", "api")  # phase 2's closed loops, in the order of even rounds
 READY_TIMEOUT_S = 180
 USERS = 50
+ASSETS = 8  # the bench's assets, which every report goes to in turn
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def temporary_data_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A new temporary data directory that PostgreSQL, run as its own user when we are root,
+    can reach; removed on the way out unless ``keep`` (then its path is printed)."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    data_dir.chmod(0o755)
+    try:
+        yield data_dir
+    finally:
+        if keep:
+            print(f"data dir kept: {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def dev_argv(data_dir: Path, port: int) -> list[str]:
+    """``medialog dev`` on ``data_dir``, its api on 127.0.0.1:``port``."""
+    return [sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir), "--port",
+            str(port)]
+
+
+def stack_ports(data_dir: Path) -> dict[str, Any]:
+    """The ports of the embedded services of the stack on ``data_dir`` (its ``stack.json``)."""
+    ports: dict[str, Any] = json.loads((data_dir / "stack.json").read_text())["ports"]
+    return ports
+
+
+def postgres_dsn(data_dir: Path) -> str:
+    return f"postgresql://medialog@127.0.0.1:{stack_ports(data_dir)['postgres']}/medialog"
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -159,15 +197,13 @@ def floor_events(n: int) -> list[tuple[str, bytes]]:
     return out
 
 
-async def _floor_producer(app: web.Application) -> AsyncIterator[None]:
+async def create_topic(settings: Settings, short: str) -> str:
+    """Topic ``short`` (prefix applied) with the partitions and replication of medialog's own,
+    unless it exists; its full name."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    from medialog.config import Settings
-    from medialog.kafka import new_producer
-
-    settings = Settings.from_env()
-    topic = settings.topic(FLOOR_TOPIC)
+    topic: str = settings.topic(short)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
@@ -177,6 +213,15 @@ async def _floor_producer(app: web.Application) -> AsyncIterator[None]:
                                                     settings.topic_replication)])
     finally:
         await admin.close()
+    return topic
+
+
+async def _floor_producer(app: web.Application) -> AsyncIterator[None]:
+    from medialog.config import Settings
+    from medialog.kafka import new_producer
+
+    settings = Settings.from_env()
+    topic = await create_topic(settings, FLOOR_TOPIC)
     producer = new_producer(settings)
     await producer.start()
     app[_FLOOR] = {"producer": producer, "topic": topic, "events": floor_events(FLOOR_EVENTS),
@@ -263,42 +308,57 @@ def pooled(loops: list[dict[str, Any]]) -> dict[str, Any]:
             "busy": {k: sum(r["busy"].get(k, 0.0) for r in loops) / len(loops) for k in names}}
 
 
+async def view_counts(pool: asyncpg.Pool, assets: list[str]) -> dict[str, int]:
+    """Each of ``assets``' counted views in PostgreSQL (0 before its first)."""
+    rows = await pool.fetch("SELECT asset_id, view_count FROM asset_stats "
+                            "WHERE asset_id = ANY($1::text[])", assets)
+    return dict.fromkeys(assets, 0) | {asset_id: count for asset_id, count in rows}
+
+
 async def lag_run(http: aiohttp.ClientSession, base: str, assets: list[str],
                   tokens: list[str], pool: asyncpg.Pool, rate: float, duration: float,
-                  poll_s: float, max_inflight: int) -> dict[str, Any]:
-    """Open loop at ``rate``/s; each report opens a session and crosses the threshold, so each
-    adds one to its asset's ``view_count``. A report's lag is the time from its 202 to the first
-    poll that sees its asset's count include it (the k-th acknowledged report of an asset is
-    paired with the count reaching k: one partition per asset, applied in log order)."""
+                  poll_s: float, max_inflight: int, tag: str = "lag") -> dict[str, Any]:
+    """Open loop at ``rate``/s; each report opens a session (``tag``-n) and crosses the
+    threshold, so each adds one to its asset's ``view_count``. A report's lag is the time from
+    its 202 to the first poll that sees its asset's count include it (the k-th acknowledged
+    report of an asset is paired with the count reaching k more than before the run: one
+    partition per asset, applied in log order). Returns the lags' percentiles and the session
+    of every 202."""
     acked: dict[str, list[float]] = {a: [] for a in assets}
     visible: dict[str, list[float]] = {a: [] for a in assets}
+    sessions: list[str] = []
     errors = 0
     gate = asyncio.Semaphore(max_inflight)
     sending = True
+    before = await view_counts(pool, assets)
 
     async def one(n: int) -> None:
         nonlocal errors
-        asset, user = assets[n % len(assets)], n % USERS
-        async with gate, http.post(f"{base}/v1/assets/{asset}/views",
-                             json={"session_id": f"lag-{n:012d}", "watch_seconds": 12.0},
-                             headers={"Authorization": f"Bearer {tokens[user]}"}) as r:
-            await r.read()
-            if r.status == 202:
-                acked[asset].append(time.perf_counter())
-            else:
-                errors += 1
+        asset, user, session = assets[n % len(assets)], n % USERS, f"{tag}-{n:012d}"
+        try:
+            async with gate, http.post(f"{base}/v1/assets/{asset}/views",
+                                       json={"session_id": session, "watch_seconds": 12.0},
+                                       headers={"Authorization": f"Bearer {tokens[user]}"}) as r:
+                await r.read()
+                accepted = r.status == 202
+        except (aiohttp.ClientError, TimeoutError):
+            accepted = False
+        if accepted:
+            acked[asset].append(time.perf_counter())
+            sessions.append(session)
+        else:
+            errors += 1
 
     def behind() -> bool:
         return any(len(visible[a]) < len(acked[a]) for a in assets)
 
     async def poll() -> None:
         while sending or behind():
-            rows = await pool.fetch("SELECT asset_id, view_count FROM asset_stats "
-                                    "WHERE asset_id = ANY($1::text[])", assets)
+            counts = await view_counts(pool, assets)
             now = time.perf_counter()
-            for asset_id, count in rows:
-                seen = visible[asset_id]
-                seen.extend([now] * (min(count, len(acked[asset_id])) - len(seen)))
+            for asset, seen in visible.items():
+                shown = min(counts[asset] - before[asset], len(acked[asset]))
+                seen.extend([now] * (shown - len(seen)))
             await asyncio.sleep(poll_s)
 
     poller = asyncio.create_task(poll())
@@ -316,30 +376,21 @@ async def lag_run(http: aiohttp.ClientSession, base: str, assets: list[str],
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(poller, 60)
     lags = [v - a for asset in assets for a, v in zip(acked[asset], visible[asset], strict=False)]
-    n_acked = sum(len(v) for v in acked.values())
-    return {"offered": rate, "achieved": n_acked / sent_for, "acked": n_acked,
+    return {"offered": rate, "achieved": len(sessions) / sent_for, "acked": len(sessions),
             "visible": len(lags), "errors": errors, "p50": pct(lags, 0.5),
-            "p99": pct(lags, 0.99), "max": max(lags, default=float("nan"))}
+            "p99": pct(lags, 0.99), "max": max(lags, default=float("nan")),
+            "sessions": sessions}
 
 
-# -- main --------------------------------------------------------------------------------------------
+# -- main ------------------------------------------------------------------------------------------
 
 
-def cpu_by_name(pids: set[int] | dict[int, str]) -> dict[str, float]:
-    """CPU seconds used so far by ``pids``, summed per process name (or the name given)."""
-    named = pids if isinstance(pids, dict) else {pid: name(pid) for pid in pids}
-    out: dict[str, float] = {}
-    for pid, label in named.items():
-        out[label] = out.get(label, 0.0) + cpu_s(pid)
-    return out
-
-
-async def ready_assets(kafka: str, pool: asyncpg.Pool, n: int) -> list[str]:
+async def ready_assets(data_dir: Path, pool: asyncpg.Pool, n: int) -> list[str]:
     """``n`` ready assets (of unknown duration: a view takes the 10 s threshold): each one's
     upload request and completed transcode appended to ``events.asset`` as the asset actor
-    appends them, once projected (``kafka``: the stack's bootstrap; its ``medialog dev`` runs
-    with no ``MEDIALOG_*`` settings, so topics have no prefix). Reports are accepted only for
-    assets with something to play; measuring their ingestion needs no media."""
+    appends them, once projected (the stack on ``data_dir`` runs with no ``MEDIALOG_*``
+    settings, so topics have no prefix). Reports are accepted only for assets with something
+    to play; measuring their ingestion needs no media."""
     import uuid
     from datetime import UTC, datetime, timedelta
 
@@ -350,7 +401,8 @@ async def ready_assets(kafka: str, pool: asyncpg.Pool, n: int) -> list[str]:
 
     now, owner = datetime.now(UTC), "benchcreator"
     assets = [str(uuid.uuid4()) for _ in range(n)]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{stack_ports(data_dir)['kafka']}",
+                                acks="all")
     await producer.start()
     try:
         for asset in assets:
@@ -401,9 +453,9 @@ async def measured_loop(http: aiohttp.ClientSession, url_of: Callable[[int], str
                         args: argparse.Namespace, tag: str) -> dict[str, Any]:
     """A 1 s warm-up, then the closed loop, with the cores each of ``pids`` kept busy."""
     warm = await closed_loop(http, url_of, headers_of, args.concurrency, 1.0, f"warm-{tag}")
-    before, began = cpu_by_name(pids), time.perf_counter()
+    before, began = per_name(pids, cpu_s), time.perf_counter()
     result = await closed_loop(http, url_of, headers_of, args.concurrency, args.duration, tag)
-    after, elapsed = cpu_by_name(pids), time.perf_counter() - began
+    after, elapsed = per_name(pids, cpu_s), time.perf_counter() - began
     result["busy"] = {k: (after[k] - before.get(k, 0.0)) / elapsed for k in after}
     result["accepted"] += warm["accepted"]  # every 202 is a report the projections must fold
     return result
@@ -428,8 +480,9 @@ class Load:
         return lambda n: f"{base}/v1/assets/{self.assets[n % len(self.assets)]}/views"
 
 
-def _session(args: argparse.Namespace) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency * 2),
+def client(concurrency: int) -> aiohttp.ClientSession:
+    """The load's HTTP client: ``concurrency`` requests at once on twice as many connections."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2),
                                  timeout=aiohttp.ClientTimeout(total=30))
 
 
@@ -437,12 +490,10 @@ async def whole_system(args: argparse.Namespace, data_dir: Path, dev_pid: int, a
                        load: Load) -> dict[str, Any]:
     """Phase 1, on ``medialog dev`` (every role): the bench assets, the lag, and a closed loop
     while the projections fold the reports on the same cores."""
-    state = json.loads((data_dir / "stack.json").read_text())
-    dsn = f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog"
-    async with _session(args) as http:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    async with client(args.concurrency) as http:
+        pool = await asyncpg.create_pool(postgres_dsn(data_dir), min_size=1, max_size=2)
         try:
-            load.assets = await ready_assets(f"127.0.0.1:{state['ports']['kafka']}", pool, 8)
+            load.assets = await ready_assets(data_dir, pool, ASSETS)
             lag = await lag_run(http, api, load.assets, load.tokens, pool, args.rate,
                                 args.lag_duration, args.poll_ms / 1000,
                                 max_inflight=args.concurrency * 4)
@@ -455,7 +506,7 @@ async def whole_system(args: argparse.Namespace, data_dir: Path, dev_pid: int, a
 
 async def api_alone(args: argparse.Namespace, data_dir: Path, ports: dict[str, int],
                     load: Load) -> dict[str, Any]:
-    """Phase 2, the ratio: the embedded services (SeaweedFS, tansu, PostgreSQL) and the api role
+    """Phase 2, the ratio: the embedded services (SeaweedFS, Kafka, PostgreSQL) and the api role
     alone (``medialog run --roles api``), as the api is deployed on its own; the projections are
     stopped and fold the reports in phase 3. The raw baseline and the floor run on the same
     idle stack."""
@@ -484,7 +535,7 @@ async def api_alone(args: argparse.Namespace, data_dir: Path, ports: dict[str, i
             pids[raw_proc.pid] = "bare server"
             pids[floor_proc.pid] = "floor server"
             loops: dict[str, list[dict[str, Any]]] = {tag: [] for tag in LOOPS}
-            async with _session(args) as http:
+            async with client(args.concurrency) as http:
                 for n in range(args.rounds):
                     for tag in LOOPS if n % 2 == 0 else LOOPS[::-1]:
                         loops[tag].append(await measured_loop(
@@ -497,9 +548,7 @@ async def folded(args: argparse.Namespace, data_dir: Path, assets: list[str],
     """Phase 3, on ``medialog dev`` again: once the projections caught up, the bench assets'
     counted views and total watch time in PostgreSQL (waits up to ``--settle`` s for the
     total to reach ``expected_s``: every accepted report folded)."""
-    state = json.loads((data_dir / "stack.json").read_text())
-    conn = await asyncpg.connect(
-        f"postgresql://medialog@127.0.0.1:{state['ports']['postgres']}/medialog")
+    conn = await asyncpg.connect(postgres_dsn(data_dir))
     try:
         deadline = time.monotonic() + args.settle
         while True:
@@ -551,6 +600,29 @@ def report(first: dict[str, Any], second: dict[str, Any], args: argparse.Namespa
     return ratio
 
 
+def run(args: argparse.Namespace, data_dir: Path) -> int:
+    """The three phases on ``data_dir``; 0 if the ratio meets the goal and nothing is lost."""
+    ports = {tag: free_port() for tag in LOOPS}
+    dev_args = dev_argv(data_dir, ports["api"])
+    api = f"http://127.0.0.1:{ports['api']}"
+    ready = f"{api}/health/ready"
+    with process(dev_args, ready, data_dir / "dev.log") as dev:
+        print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}")
+        load = Load(data_dir)
+        first = asyncio.run(whole_system(args, data_dir, dev.pid, api, load))
+    second = asyncio.run(api_alone(args, data_dir, ports, load))
+    ratio = report(first, second, args)
+    accepted_s = 4.0 * sum(r["accepted"] for r in (first["system"], second["api"]))
+    expected_s = 12.0 * first["lag"]["acked"] + accepted_s
+    with process(dev_args, ready, data_dir / "dev.log"):
+        views, watched = asyncio.run(folded(args, data_dir, load.assets, expected_s))
+    print(f"folded after a restart: {views} counted views (expected {first['lag']['acked']}: "
+          f"one per lag session, the closed loops' single 4 s reports stay below the "
+          f"threshold), {watched:.0f} s watched (expected {expected_s:.0f}: every 202)")
+    complete = views == first["lag"]["acked"] and round(watched) == round(expected_s)
+    return 0 if ratio >= GOAL_RATIO and complete else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per closed loop")
@@ -579,35 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     args.concurrency = min(max(args.concurrency, 1), 512)
     args.rounds = min(max(args.rounds, 1), 9)
 
-    data_dir = Path(tempfile.mkdtemp(prefix="medialog-bench-"))
-    data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    ports = {tag: free_port() for tag in LOOPS}
-    api_port = ports["api"]
-    dev_args = [sys.executable, "-m", "medialog", "dev", "--data-dir", str(data_dir), "--port",
-                str(api_port)]
-    api = f"http://127.0.0.1:{api_port}"
-    ready = f"{api}/health/ready"
-    try:
-        with process(dev_args, ready, data_dir / "dev.log") as dev:
-            print(f"stack up (data dir {data_dir}); cores: {os.cpu_count()}")
-            load = Load(data_dir)
-            first = asyncio.run(whole_system(args, data_dir, dev.pid, api, load))
-        second = asyncio.run(api_alone(args, data_dir, ports, load))
-        ratio = report(first, second, args)
-        accepted_s = 4.0 * sum(r["accepted"] for r in (first["system"], second["api"]))
-        expected_s = 12.0 * first["lag"]["acked"] + accepted_s
-        with process(dev_args, ready, data_dir / "dev.log"):
-            views, watched = asyncio.run(folded(args, data_dir, load.assets, expected_s))
-        print(f"folded after a restart: {views} counted views (expected {first['lag']['acked']}: "
-              f"one per lag session, the closed loops' single 4 s reports stay below the "
-              f"threshold), {watched:.0f} s watched (expected {expected_s:.0f}: every 202)")
-        complete = views == first["lag"]["acked"] and round(watched) == round(expected_s)
-        return 0 if ratio >= GOAL_RATIO and complete else 1
-    finally:
-        if args.keep_data:
-            print(f"data dir kept: {data_dir}")
-        else:
-            shutil.rmtree(data_dir, ignore_errors=True)
+    with temporary_data_dir("medialog-bench-", args.keep_data) as data_dir:
+        return run(args, data_dir)
 
 
 if __name__ == "__main__":

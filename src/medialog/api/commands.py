@@ -113,7 +113,8 @@ async def command_response(
     wait = wait_by_default if asked is None else asked
     if wait:
         result = await outcome(request.app, cmd_id, wait)
-        headers["Preference-Applied"] = f"wait={wait:g}"
+        if asked is not None:
+            headers["Preference-Applied"] = f"wait={wait:g}"
         if result.status == "rejected":
             exc = rejection(result)
             error = {"code": exc.code, "message": exc.message, "details": exc.details}

@@ -28,6 +28,7 @@ _ASSET_NAMESPACE = uuid.UUID("9f1d2c3b-4a5e-4f60-8172-93a4b5c6d7e8")
 # next call finds the asset); ``Prefer: wait=0`` answers at once.
 CREATE_WAIT_S = 10.0
 
+
 async def create_upload(request: web.Request) -> web.Response:
     """Waits (``CREATE_WAIT_S``, or ``Prefer: wait=N``; ``wait=0`` answers at once) until the
     asset is in the read model, so the client's next call finds it, then 202 with the asset id
