@@ -38,7 +38,8 @@ bench: setup
 	$(BIN)/python bench/projections.py; \
 	$(BIN)/python bench/ingest.py; \
 	$(BIN)/python bench/consume.py; \
-	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/memory.py; \
+	$(BIN)/python bench/soak.py
 
 clean:
 	@# PostgreSQL's cluster lives outside the data dir when root's checkout is private
