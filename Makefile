@@ -16,6 +16,7 @@ test: setup lint
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup
+	$(BIN)/python -m ruff check src streams projections tests bench
 	$(BIN)/python -m mypy src/medialog streams projections
 
 setup: system-deps $(STAMP)

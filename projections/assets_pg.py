@@ -21,9 +21,9 @@ from medialog.domain import events as e
 from medialog.domain.asset import STATUS_AFTER
 from medialog.envelope import payload_json
 from medialog.outcomes import NOTIFY_CHANNEL
+from medialog.runtime.deps import Deps
 from projections.reader import read
 from projections.runner import Record, apply_or_skip
-from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
 NAME = "projection.assets"
@@ -117,9 +117,12 @@ async def _apply_one(conn: asyncpg.Connection, r: Record) -> bool:
         )
         applied = bool(status.endswith(" 1"))
         if not applied:
-            current = await conn.fetchval("SELECT version FROM assets WHERE asset_id = $1", ev.subject)
+            current = await conn.fetchval(
+                "SELECT version FROM assets WHERE asset_id = $1", ev.subject
+            )
             if current is None or current < seq - 1:
-                log.error("assets: gap before %s seq %s of %s (have %s)", ev.type, seq, ev.subject, current)
+                log.error("assets: gap before %s seq %s of %s (have %s)",
+                          ev.type, seq, ev.subject, current)
     if applied:
         await conn.execute(
             "INSERT INTO asset_events (asset_id, sequence, event_id, type, time, actor_id, "
@@ -140,7 +143,7 @@ async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, asset_id)
 
 
-async def consume(deps: StreamDeps) -> None:
+async def consume(deps: Deps) -> None:
     """Read ``events.asset`` and apply it (``projections.reader``) until cancelled."""
     await read(deps.settings, NAME, ("events.asset",), BATCH_MAX, BATCH_WITHIN_S,
                partial(apply_or_skip, deps.pool, NAME, apply), deps.lags)

@@ -50,6 +50,9 @@ from medialog.clickhouse import Analytics
 from medialog.domain.events import ViewReported
 from medialog.domain.views import SessionState, ViewRule
 from medialog.envelope import CloudEvent, decode_event
+from medialog.runtime.deps import Deps
+from medialog.runtime.handle_once import batch_or_skip
+from medialog.runtime.retry import retrying
 from medialog.tracking import Position
 from projections.clickhouse_rederive import rederive
 from projections.clickhouse_rows import (
@@ -63,8 +66,6 @@ from projections.clickhouse_rows import (
     first_offsets,
 )
 from projections.reader import read
-from streams.app import StreamDeps
-from streams.worker import retrying
 
 log = logging.getLogger(__name__)
 NAME = "projection.clickhouse"  # the consumer of its rows in projection_positions
@@ -355,25 +356,16 @@ class ClickHouseProjection:
 async def apply_with_retry(
     analytics: Analytics, projection: ClickHouseProjection, batch: Sequence[tuple[Position, bytes]]
 ) -> BatchResult:
-    """Apply, retrying transient failures (inserts are idempotent), because the reader moves on
-    past whatever a batch gives up on. A batch that fails for good is applied record by record and a
-    record that still fails is logged and passed over (its partition's position moves on with
-    the next record), so one poison record cannot stall the four topics."""
-    try:
-        return await retrying(f"projection {NAME}",
-                              lambda: analytics.run(lambda c: projection.apply(c, batch)))
-    except Exception:
-        log.exception("projection %s: a batch of %d failed; applying it record by record",
-                      NAME, len(batch))
-    total = BatchResult()
-    for item in batch:
-        try:
-            result = await retrying(f"projection {NAME} at {item[0]}",
-                                    partial(analytics.run, partial(projection.apply, batch=[item])))
-            total.applied += result.applied
-        except Exception:
-            log.exception("projection %s: passing over the record at %s", NAME, item[0])
-    return total
+    """Apply with ``batch_or_skip`` (inserts are idempotent), because the reader moves on past
+    whatever a batch gives up on. A record passed over needs no position of its own: its
+    partition's position moves on with the next record, so one poison record cannot stall the
+    four topics."""
+    results = await batch_or_skip(
+        f"projection {NAME}",
+        lambda items: analytics.run(partial(projection.apply, batch=items)), batch)
+    if len(results) == 1:
+        return results[0]
+    return BatchResult(applied=sum(r.applied for r in results))
 
 
 async def derive_before_consuming(analytics: Analytics, projection: ClickHouseProjection) -> None:
@@ -384,7 +376,7 @@ async def derive_before_consuming(analytics: Analytics, projection: ClickHousePr
         await analytics.run(lambda _: projection.forget())
 
 
-async def consume(deps: StreamDeps) -> None:
+async def consume(deps: Deps) -> None:
     """Re-derive the verdicts if the rule changed, then read ``TOPICS`` and apply them
     (``projections.reader``) until cancelled. The re-derivation runs before the reader joins
     its group: however long it takes, no rebalance waits on it."""

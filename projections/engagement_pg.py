@@ -33,6 +33,7 @@ from medialog import tracking
 from medialog.config import Settings
 from medialog.domain.views import SessionState, ViewRule
 from medialog.outcomes import NOTIFY_CHANNEL
+from medialog.runtime.deps import Deps
 from projections.engagement_fold import (
     UNLIKED,
     Delta,
@@ -55,7 +56,6 @@ from projections.runner import (
     overlapped,
     project_or_skip,
 )
-from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
 NAME = "projection.engagement"
@@ -274,7 +274,7 @@ async def _write(
     return {(r[0], r[1]): r[2] for r in rows if r[0] is not None}
 
 
-async def consume(deps: StreamDeps) -> None:
+async def consume(deps: Deps) -> None:
     """Read ``TOPICS`` and apply them (``projections.reader``) until cancelled."""
     s = deps.settings
     projection = EngagementProjection(rule_of(s), keep_s=s.view_sessions_keep_s)

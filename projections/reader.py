@@ -23,11 +23,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from medialog.config import Role, Settings
+from medialog.config import Settings
 from medialog.kafka import Lags, new_consumer
 from medialog.tracking import Position
 from projections.runner import Batch
-from streams.app import StreamDeps
 
 log = logging.getLogger(__name__)
 RESTART_AFTER_S = 1.0
@@ -112,17 +111,3 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
                           name, RESTART_AFTER_S)
         await asyncio.sleep(RESTART_AFTER_S)
 
-
-def readers(deps: StreamDeps, roles: set[Role]) -> dict[str, Callable[[], Awaitable[None]]]:
-    """The projections the ``roles`` run, by name: each a reader to run until cancelled."""
-    found: dict[str, Callable[[], Awaitable[None]]] = {}
-    if "projections" in roles:
-        from projections import assets_pg, engagement_pg
-
-        found[assets_pg.NAME] = lambda: assets_pg.consume(deps)
-        found[engagement_pg.NAME] = lambda: engagement_pg.consume(deps)
-    if "analytics" in roles:
-        from projections import clickhouse
-
-        found[clickhouse.NAME] = lambda: clickhouse.consume(deps)
-    return found

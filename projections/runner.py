@@ -21,6 +21,7 @@ import asyncpg
 from medialog import tracking
 from medialog.domain.events import DomainEvent
 from medialog.envelope import CloudEvent, decode_event
+from medialog.runtime.handle_once import advance, batch_or_skip
 from medialog.tracking import Position, Stored
 
 log = logging.getLogger(__name__)
@@ -174,23 +175,4 @@ async def project_or_skip(pool: asyncpg.Pool, projection: Projection, batch: Bat
 async def _or_skip(
     pool: asyncpg.Pool, name: str, run: Callable[[Batch], Awaitable[int]], batch: Batch
 ) -> None:
-    from streams.worker import retrying
-
-    try:
-        await retrying(f"projection {name}", partial(run, batch))
-        return
-    except Exception:
-        log.exception("projection %s: a batch of %d failed; applying it record by record",
-                      name, len(batch))
-    for item in batch:
-        try:
-            await retrying(f"projection {name} at {item[0]}", partial(run, [item]))
-        except Exception:
-            log.exception("projection %s: passing over the record at %s", name, item[0])
-            await retrying(f"projection {name} storing {item[0]}",
-                           partial(_pass_over, pool, name, item[0]))
-
-
-async def _pass_over(pool: asyncpg.Pool, name: str, position: Position) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await tracking.advance(conn, name, [position])
+    await batch_or_skip(f"projection {name}", run, batch, partial(advance, pool, name))

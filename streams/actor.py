@@ -25,14 +25,19 @@ from pydantic import TypeAdapter
 from medialog import outcomes, tracking
 from medialog.domain.errors import MedialogError
 from medialog.envelope import (
-    CommandEnvelope, decode_command, encode_event, event_id, make_event,
+    CommandEnvelope,
+    decode_command,
+    encode_event,
+    event_id,
+    make_event,
 )
+from medialog.runtime.retry import retrying
 from medialog.tracking import Position
 
 if TYPE_CHECKING:
     import faust
 
-    from streams.app import StreamDeps
+    from medialog.runtime.deps import Deps
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
@@ -189,8 +194,6 @@ async def handle_or_give_up(
     on. Transient failures (S3, broker, database) are retried for as long as they last — the
     command is idempotent. A command that fails for good is recorded as rejected with
     ``COMMAND_FAILED`` (so its sender is not left waiting) and passed over."""
-    from streams.worker import retrying
-
     try:
         await retrying(f"actor {spec.name} at {position}",
                        lambda: handle_command(spec, pool, publish, position, raw))
@@ -218,16 +221,14 @@ async def _give_up(spec: ActorSpec[S], pool: asyncpg.Pool, position: Position, r
         await tracking.advance(conn, f"actor.{spec.name}", [position])
 
 
-def register_actor(app: faust.App, deps: StreamDeps, spec: ActorSpec[S], commands_topic: str) -> None:
+def register_actor(app: faust.App, deps: Deps, spec: ActorSpec[S], commands_topic: str) -> None:
     """One agent per aggregate type: commands are handled one at a time per partition, so one
     aggregate key has one owner and one command in flight (DESIGN.md "actors")."""
-    from streams.app import position, publish, raw_topic
-
-    async def send(topic: str, key: str, values: list[bytes]) -> None:
-        await publish(app, topic, key, values)
+    from streams.app import position, raw_topic
 
     async def actor(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await handle_or_give_up(spec, deps.pool, send, position(event), event.value)
+            await handle_or_give_up(spec, deps.pool, deps.publisher.append, position(event),
+                                    event.value)
 
     app.agent(raw_topic(app, deps.settings, commands_topic), name=f"{spec.name}-actor")(actor)

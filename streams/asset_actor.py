@@ -9,9 +9,9 @@ import faust
 
 from medialog.domain.asset import Asset, decide, fold
 from medialog.domain.commands import CompleteUpload, ObjectFacts
+from medialog.runtime.deps import Deps
 from medialog.storage import BlobStore
 from streams.actor import ActorSpec, register_actor
-from streams.app import StreamDeps
 
 
 def spec(events_topic: str, blobs: BlobStore) -> ActorSpec[Asset]:
@@ -36,5 +36,5 @@ def spec(events_topic: str, blobs: BlobStore) -> ActorSpec[Asset]:
     )
 
 
-def register(app: faust.App, deps: StreamDeps) -> None:
-    register_actor(app, deps, spec(deps.settings.topic("events.asset"), deps.blobs), "commands.asset")
+def register(app: faust.App, deps: Deps) -> None:
+    register_actor(app, deps, spec("events.asset", deps.blobs), "commands.asset")

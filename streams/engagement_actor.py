@@ -7,8 +7,8 @@ from __future__ import annotations
 import faust
 
 from medialog.domain.engagement import Engagement, decide, fold
+from medialog.runtime.deps import Deps
 from streams.actor import ActorSpec, register_actor
-from streams.app import StreamDeps
 
 NAME = "engagement"  # outcomes._READ_MODELS maps it to the ``likes`` table
 
@@ -25,5 +25,5 @@ def spec(events_topic: str) -> ActorSpec[Engagement]:
     )
 
 
-def register(app: faust.App, deps: StreamDeps) -> None:
-    register_actor(app, deps, spec(deps.settings.topic("events.engagement")), "commands.engagement")
+def register(app: faust.App, deps: Deps) -> None:
+    register_actor(app, deps, spec("events.engagement"), "commands.engagement")

@@ -28,12 +28,13 @@ from botocore.client import BaseClient
 from medialog.domain.commands import ExpireUpload
 from medialog.domain.events import AssetDeleted, Promoted, UploadExpired
 from medialog.envelope import decode_event
+from medialog.runtime.deps import Deps
+from medialog.runtime.handle_once import handle_once
+from medialog.runtime.retry import PermanentFailure
 from medialog.storage import BlobStore
 from medialog.tracking import Position
-from streams.app import StreamDeps, position, raw_topic
-from streams.worker import (
-    PermanentFailure, SendCommand, command_sender, derived_id, handle_once, system_meta,
-)
+from streams.app import position, raw_topic
+from streams.worker import SendCommand, asset_commands, derived_id, system_meta
 
 log = logging.getLogger(__name__)
 CONSUMER = "worker.janitor"
@@ -68,11 +69,13 @@ def delete_prefix(s3: BaseClient, bucket: str, prefix: str) -> int:
 async def remove_staging(blobs: BlobStore, asset_id: str, key: str | None) -> None:
     if not key:
         raise PermanentFailure(f"no staging key known for {asset_id}")
-    await asyncio.to_thread(blobs.client.delete_object, Bucket=blobs.settings.bucket_staging, Key=key)
+    await asyncio.to_thread(
+        blobs.client.delete_object, Bucket=blobs.settings.bucket_staging, Key=key
+    )
     log.info("janitor: removed staging/%s", key)
 
 
-async def clean(deps: StreamDeps, payload: Promoted | UploadExpired | AssetDeleted) -> None:
+async def clean(deps: Deps, payload: Promoted | UploadExpired | AssetDeleted) -> None:
     blobs = deps.blobs
     if isinstance(payload, UploadExpired):
         await remove_staging(blobs, payload.asset_id, payload.staging_key)
@@ -85,7 +88,7 @@ async def clean(deps: StreamDeps, payload: Promoted | UploadExpired | AssetDelet
     await remove_staging(blobs, payload.asset_id, staging)
 
 
-async def handle(deps: StreamDeps, position: Position, raw: bytes) -> bool:
+async def handle(deps: Deps, position: Position, raw: bytes) -> bool:
     try:
         _, payload = decode_event(raw)
     except ValueError:
@@ -119,10 +122,10 @@ async def sweep_expired(
     return stale
 
 
-def register(app: faust.App, deps: StreamDeps) -> None:
+def register(app: faust.App, deps: Deps) -> None:
     s = deps.settings
     topic = raw_topic(app, s, "events.asset")
-    send = command_sender(app, s, "commands.asset")
+    send = asset_commands(deps.publisher)
 
     @app.agent(topic, name="worker-janitor")
     async def janitor(stream: faust.StreamT[bytes]) -> None:

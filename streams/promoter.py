@@ -27,12 +27,13 @@ from botocore.exceptions import ClientError
 from medialog.domain.commands import RecordPromotion
 from medialog.domain.events import UploadCompleted
 from medialog.envelope import CloudEvent, decode_event
+from medialog.runtime.deps import Deps
+from medialog.runtime.handle_once import handle_once
+from medialog.runtime.retry import PermanentFailure
 from medialog.storage import BlobStore
 from medialog.tracking import Position
-from streams.app import StreamDeps, position, raw_topic
-from streams.worker import (
-    PermanentFailure, SendCommand, command_sender, derived_id, handle_once, system_meta,
-)
+from streams.app import position, raw_topic
+from streams.worker import SendCommand, asset_commands, derived_id, system_meta
 
 log = logging.getLogger(__name__)
 CONSUMER = "worker.promoter"
@@ -100,7 +101,7 @@ async def _asset_gone(pool: asyncpg.Pool, asset_id: str) -> bool:
     return status in ("deleted", "expired")
 
 
-async def promote(deps: StreamDeps, send: SendCommand, event: CloudEvent, p: UploadCompleted) -> str:
+async def promote(deps: Deps, send: SendCommand, event: CloudEvent, p: UploadCompleted) -> str:
     """Copy staging → masters and send ``RecordPromotion``; return what the copy found."""
     master_key = master_key_for(p.asset_id, p.staging_key)
     result = await asyncio.to_thread(_copy, deps.blobs, p, master_key)
@@ -117,7 +118,7 @@ async def promote(deps: StreamDeps, send: SendCommand, event: CloudEvent, p: Upl
     return result
 
 
-async def handle(deps: StreamDeps, send: SendCommand, position: Position, raw: bytes) -> bool:
+async def handle(deps: Deps, send: SendCommand, position: Position, raw: bytes) -> bool:
     """One record of ``events.asset``; only ``upload_completed`` concerns the promoter."""
     try:
         event, payload = decode_event(raw)
@@ -130,10 +131,10 @@ async def handle(deps: StreamDeps, send: SendCommand, position: Position, raw: b
                              lambda: promote(deps, send, event, payload))
 
 
-def register(app: faust.App, deps: StreamDeps) -> None:
+def register(app: faust.App, deps: Deps) -> None:
     s = deps.settings
     topic = raw_topic(app, s, "events.asset")
-    send = command_sender(app, s, "commands.asset")
+    send = asset_commands(deps.publisher)
 
     @app.agent(topic, name="worker-promoter")
     async def promoter(stream: faust.StreamT[bytes]) -> None:

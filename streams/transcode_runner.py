@@ -23,6 +23,7 @@ from medialog.config import Settings
 from medialog.domain.commands import CompleteTranscode, RecordRendition, StartTranscode
 from medialog.domain.errors import Unavailable
 from medialog.outcomes import Outcome
+from medialog.runtime.notifier import Notifier
 from medialog.signing import content_type_for
 from medialog.storage import BlobStore
 from streams.janitor import delete_prefix
@@ -30,7 +31,11 @@ from streams.transcode.ladder import Rung, plan_ladder
 from streams.transcode.pipeline import HLS_DIR, TranscodeResult, transcode
 from streams.transcode.probe import probe
 from streams.transcode_jobs import (
-    TranscodeJob, command_id, probe_summary, rendition_of, terminal_command_ids,
+    TranscodeJob,
+    command_id,
+    probe_summary,
+    rendition_of,
+    terminal_command_ids,
 )
 from streams.worker import SendCommand, system_meta
 
@@ -57,6 +62,7 @@ class JobRunner:
     blobs: BlobStore
     send: SendCommand
     semaphore: asyncio.Semaphore
+    notifier: Notifier
 
     async def command(self, job: TranscodeJob, step: str, command: Any) -> str:
         """Send ``command`` for ``job`` (acks=all) under the step's deterministic id."""
@@ -65,18 +71,18 @@ class JobRunner:
         return cid
 
     async def decided(self, cid: str, timeout_s: float = OUTCOME_TIMEOUT_S) -> Outcome:
-        """The actor's outcome of command ``cid``, polled until decided."""
-        deadline, delay = time.monotonic() + timeout_s, 0.05
-        while True:
+        """The actor's outcome of command ``cid``, once decided: recording it notifies, so this
+        is woken rather than polling."""
+        async def fetch() -> Outcome:
             async with self.pool.acquire() as conn:
-                result = await outcomes.fetch(conn, cid)
-            if result.status != "pending":
-                return result
-            if time.monotonic() > deadline:
-                raise Unavailable(f"the asset actor did not decide {cid} in {timeout_s:g}s",
-                                  code="ACTOR_TIMEOUT")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+                return await outcomes.fetch(conn, cid)
+
+        result = await self.notifier.wait_until(fetch, lambda o: o.status != "pending",
+                                                timeout_s)
+        if result.status == "pending":
+            raise Unavailable(f"the asset actor did not decide {cid} in {timeout_s:g}s",
+                              code="ACTOR_TIMEOUT")
+        return result
 
     async def _accepted(self, cid: str) -> None:
         verdict = await self.decided(cid)

@@ -24,6 +24,7 @@ when a partition's commit has not moved for ``broker_commit_livelock_soft_timeou
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
@@ -36,14 +37,22 @@ from medialog import tracking
 from medialog.domain.commands import FailTranscode
 from medialog.domain.events import TranscodeRequested
 from medialog.envelope import decode_event
+from medialog.runtime.deps import Deps
+from medialog.runtime.handle_once import advance, already_handled
+from medialog.runtime.retry import retrying
 from medialog.tracking import Position
-from streams.app import StreamDeps, position, raw_topic
+from streams.app import position, raw_topic
 from streams.transcode.ffmpeg_runner import TranscodeError
 from streams.transcode_jobs import (
-    DeadLetter, RetryJob, TranscodeJob, Watermark, backoff_s, command_id,
+    DeadLetter,
+    RetryJob,
+    TranscodeJob,
+    Watermark,
+    backoff_s,
+    command_id,
 )
 from streams.transcode_runner import JobRefused, JobRunner
-from streams.worker import command_sender, retrying
+from streams.worker import asset_commands
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +71,25 @@ def _describe(exc: BaseException) -> tuple[str, str | None, str]:
 
 
 class TranscodeWorker:
-    def __init__(self, app: faust.App, deps: StreamDeps) -> None:
+    def __init__(self, app: faust.App, deps: Deps) -> None:
         s = deps.settings
         self.app, self.deps, self.settings = app, deps, s
-        self.jobs_topic = s.topic("jobs.transcode")
-        self.retry_topic = s.topic("jobs.transcode.retry")
-        self.dead_topic = s.topic("jobs.transcode.dead-letter")
+        self.jobs_topic = "jobs.transcode"
+        self.retry_topic = "jobs.transcode.retry"
+        self.dead_topic = "jobs.transcode.dead-letter"
         self.watermark = Watermark()
         self.runner = JobRunner(s, deps.pool, deps.blobs,
-                                command_sender(app, s, "commands.asset"),
-                                asyncio.Semaphore(s.transcode_concurrency))
+                                asset_commands(deps.publisher),
+                                asyncio.Semaphore(s.transcode_concurrency), deps.notifier)
 
     async def _send(self, topic: str, key: str, value: bytes) -> None:
-        await self.app.producer.send_and_wait(topic, key.encode(), value, None, None, _HEADERS)
+        await self.deps.publisher.append(topic, key, [value], _HEADERS)
 
     async def _handled(self, consumer: str, p: Position) -> bool:
-        async with self.deps.pool.acquire() as conn:
-            stored = await tracking.stored_offset(conn, consumer, p.topic, p.partition)
-        return p.offset <= stored
+        return await already_handled(self.deps.pool, consumer, p)
 
     async def _store(self, consumer: str, *positions: Position) -> None:
-        async def store() -> None:
-            async with self.deps.pool.acquire() as conn, conn.transaction():
-                await tracking.advance(conn, consumer, positions)
-
-        await retrying(f"{consumer} storing {positions[-1]}", store)
+        await advance(self.deps.pool, consumer, *positions)
 
     # -- dispatcher ----------------------------------------------------------------------------
     async def dispatch(self, batch: list[tuple[Position, bytes]]) -> None:
@@ -109,8 +112,8 @@ class TranscodeWorker:
                 job = TranscodeJob(job_id=payload.job_id, asset_id=payload.asset_id,
                                    master_key=payload.master_key, kind=payload.kind,
                                    rungs=payload.rungs)
-                await retrying(f"queueing job {job.job_id}", lambda: self._send(
-                    self.jobs_topic, job.asset_id, job.encode()))
+                await retrying(f"queueing job {job.job_id}", functools.partial(
+                    self._send, self.jobs_topic, job.asset_id, job.encode()))
                 log.info("transcode job %s of %s queued", job.job_id, job.asset_id)
         await self._store(DISPATCH, *(p for p, _ in batch))
 
@@ -224,7 +227,7 @@ class TranscodeWorker:
         await self._store(RETRY, p)
 
 
-def register(app: faust.App, deps: StreamDeps) -> None:
+def register(app: faust.App, deps: Deps) -> None:
     s = deps.settings
     worker = TranscodeWorker(app, deps)
 

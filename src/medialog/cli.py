@@ -19,7 +19,6 @@ from aiohttp import web
 
 from medialog.config import ALL_ROLES, CLICKHOUSE_ROLES, Role, Settings
 
-
 SHUTDOWN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 128  # aiohttp's default
 
@@ -119,11 +118,10 @@ async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object 
     The api address is bound first (``sockets``, made by :func:`_listen` when not given), so a
     port in use fails before any client or consumer starts. Whatever started is stopped however
     serving ends: a failure while starting, a signal, or an error."""
-    from medialog.api.access_log import AccessLog
-    from medialog.api.app import create_app
+    from medialog.bootstrap import AccessLog, build
 
     log = logging.getLogger(__name__)
-    runner = web.AppRunner(create_app(settings, roles, peers=peers), handle_signals=False,
+    runner = web.AppRunner(build(settings, roles, peers=peers), handle_signals=False,
                            access_log_class=AccessLog)
     listening = _listen(settings.api_host, settings.api_port) if sockets is None else sockets
     try:
@@ -164,8 +162,8 @@ def main() -> None:
               help="where the embedded services keep their data (MEDIALOG_DATA_DIR)")
 @click.option("--port", type=int, default=None, help="api port (MEDIALOG_API_PORT)")
 def dev(data_dir: Path | None, port: int | None) -> None:
-    """Start the embedded stack (SeaweedFS, Apache Kafka, PostgreSQL, chDB) and every role: the api and
-    the ClickHouse projection here, the other roles in a child process."""
+    """Start the embedded stack (SeaweedFS, Apache Kafka, PostgreSQL, chDB) and every role: the api
+    and the ClickHouse projection here, the other roles in a child process."""
     base = _settings(**({"data_dir": data_dir} if data_dir else {}))
     _logging(base)
     asyncio.run(_dev(base, port))
@@ -255,21 +253,19 @@ def rebuild(projection: str) -> None:
     (refused while another process has the chDB store open)."""
     settings = _settings()
     _logging(settings)
+    from medialog.bootstrap import rebuild_engagement, rederive_analytics
+
     if projection == "analytics":
-        from projections.clickhouse_rederive import StoreInUse, rederive_with_settings
-
         try:
-            done = asyncio.run(rederive_with_settings(settings))
-        except StoreInUse as exc:
+            rows, verdicts, seconds = asyncio.run(rederive_analytics(settings))
+        except RuntimeError as exc:  # the chDB store is open in another process
             raise click.ClickException(str(exc)) from exc
-        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(done.verdicts.items()))
-        click.echo(f"{projection}: {done.rows} view reports re-derived ({verdicts or 'none'}) "
-                   f"in {done.seconds:.1f}s")
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+        click.echo(f"{projection}: {rows} view reports re-derived ({counts or 'none'}) "
+                   f"in {seconds:.1f}s")
         return
-    from projections.engagement_rebuild import rebuild_with_settings
-
-    report = asyncio.run(rebuild_with_settings(settings))
-    click.echo(f"{projection}: {report.records} records replayed in {report.seconds:.1f}s")
+    records, seconds = asyncio.run(rebuild_engagement(settings))
+    click.echo(f"{projection}: {records} records replayed in {seconds:.1f}s")
 
 
 @main.command()

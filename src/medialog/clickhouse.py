@@ -45,7 +45,9 @@ class Analytics:
             raise RuntimeError("the ClickHouse client is not open")
         return await self._in_thread(lambda: fn(client))
 
-    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    async def query(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         result = await self.run(lambda c: c.query(sql, parameters=parameters))
         return [tuple(row) for row in result.result_rows]
 

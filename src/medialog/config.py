@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     # -- PostgreSQL / ClickHouse ----------------------------------------------------------------
     postgres_dsn: SecretStr = SecretStr("postgresql://medialog@127.0.0.1:5432/medialog")
     postgres_pool_max: int = Field(default=10, ge=1)
-    clickhouse_url: SecretStr = SecretStr("")  # http(s)://… or chdb:///path; default chDB in data_dir
+    # http(s)://… or chdb:///path; default chDB in data_dir
+    clickhouse_url: SecretStr = SecretStr("")
 
     # -- S3 ----------------------------------------------------------------------------------
     s3_endpoint: str = "http://127.0.0.1:8333"

@@ -94,7 +94,8 @@ def _typed(cls: type[Any]) -> type[CloudEvent]:
 # fixed and ``data`` is that type's payload, so decoding validates envelope and payload in one
 # pass over the JSON, and encoding writes the payload straight from the dataclass.
 _TYPED: dict[type[Any], type[CloudEvent]] = {cls: _typed(cls) for cls in EVENT_CLASSES}
-_ANY_TYPED: Any = Annotated[Union[tuple(_TYPED.values())], Field(discriminator="dataschema")]
+_ANY_TYPED: Any = Annotated[  # a Union built at run time: ``X | Y`` needs the types spelled out
+    Union[tuple(_TYPED.values())], Field(discriminator="dataschema")]  # noqa: UP007
 _CURRENT: TypeAdapter[CloudEvent] = TypeAdapter(_ANY_TYPED)
 
 

@@ -50,7 +50,8 @@ async def migrate_postgres(conn: asyncpg.Connection) -> list[str]:
 
 async def migrate_clickhouse(analytics: Analytics) -> list[str]:
     await analytics.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime DEFAULT now())"
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(name String, applied_at DateTime DEFAULT now())"
         " ENGINE = ReplacingMergeTree ORDER BY name"
     )
     done = {row[0] for row in await analytics.query("SELECT name FROM schema_migrations FINAL")}

@@ -88,7 +88,9 @@ async def record(
 
 
 async def is_recorded(conn: asyncpg.Connection, command_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM command_outcomes WHERE command_id = $1", command_id))
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM command_outcomes WHERE command_id = $1", command_id
+    ))
 
 
 async def fetch(conn: asyncpg.Connection, command_id: str) -> Outcome:

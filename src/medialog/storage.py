@@ -65,7 +65,9 @@ class BlobStore:
         )
         return url
 
-    def presign_get(self, bucket: str, key: str, *, expires_in: int, filename: str | None = None) -> str:
+    def presign_get(
+        self, bucket: str, key: str, *, expires_in: int, filename: str | None = None
+    ) -> str:
         params: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'

@@ -73,7 +73,8 @@ async def lock_stored(
 async def stored_offset(conn: asyncpg.Connection, consumer: str, topic: str, partition: int) -> int:
     """The stored offset (-1 if none), without locking: for a quick "already handled?" check."""
     value = await conn.fetchval(
-        'SELECT "offset" FROM consumer_offsets WHERE consumer = $1 AND topic = $2 AND partition = $3',
+        'SELECT "offset" FROM consumer_offsets '
+        "WHERE consumer = $1 AND topic = $2 AND partition = $3",
         consumer, topic, partition,
     )
     return -1 if value is None else int(value)

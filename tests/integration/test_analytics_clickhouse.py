@@ -387,5 +387,7 @@ async def test_an_insert_that_fails_leaves_the_projections_inserter_usable(ch: A
         await ch.run(lambda c, o=offset: insert(
             c, "projection_positions", [["projection.test", "events.views", 0, o]],
             POSITION_COLUMNS))
-    assert await ch.query("SELECT offset FROM projection_positions "
-                          "WHERE consumer = 'projection.test' ORDER BY offset") == [(0,), (1,), (2,)]
+    assert await ch.query(
+        "SELECT offset FROM projection_positions "
+        "WHERE consumer = 'projection.test' ORDER BY offset"
+    ) == [(0,), (1,), (2,)]

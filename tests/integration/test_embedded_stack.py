@@ -22,8 +22,8 @@ import asyncpg
 import boto3
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import OffsetAndMetadata
 from botocore.config import Config
 
 from medialog.config import Settings

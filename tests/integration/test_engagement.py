@@ -80,7 +80,8 @@ async def awaiting_upload(http: Any, stack: Any, owner: str) -> str:
 
 
 async def uploaded_clip(http: Any, stack: Any, owner: str, clip: Path) -> str:
-    """A real upload of ``clip``, completed, promoted and transcoded: ``ready`` once this returns."""
+    """A real upload of ``clip``, completed, promoted and transcoded: ``ready`` once this
+    returns."""
     headers = auth(stack.token(owner, "creator"), Prefer="wait=20")
     payload = {"filename": clip.name, "content_type": "video/mp4",
                "size_bytes": clip.stat().st_size}

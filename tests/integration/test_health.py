@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from medialog.api import health, keys
-from medialog.api.app import _blobs, _postgres, _producer
+from medialog.api.app import _blobs, _postgres, _publisher
 from medialog.config import Settings
 from medialog.kafka import Lags
 
@@ -54,7 +54,7 @@ async def readiness_app(stack: Any, ffmpeg: Path, ffprobe: Path) -> AsyncIterato
     app[keys.PEERS] = {}
     app[health.TOOLS] = health.tools_of(settings)
     app[keys.LAGS] = Lags()
-    app.cleanup_ctx.extend([_postgres, _blobs, _producer])
+    app.cleanup_ctx.extend([_postgres, _blobs, _publisher])
     app.router.add_get("/health/ready", health.ready)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -154,7 +154,7 @@ async def test_lag_is_the_end_offset_minus_what_was_applied(stack):
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        for n in range(5):
+        for _ in range(5):
             await producer.send_and_wait(topic, b"x", partition=0)
         await producer.send_and_wait(topic, b"y", partition=1)
     finally:

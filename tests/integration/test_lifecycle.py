@@ -84,8 +84,11 @@ class Client:
         self.http, self.base, self.user_id = http, stack.base_url, user_id
         self.headers = auth(stack.token(user_id, *(roles or ("creator",)))) if user_id else {}
 
-    async def call(self, method: str, path: str, *, wait: bool = True, **kw: Any) -> tuple[int, Any]:
-        headers = {**self.headers, **({"Prefer": "wait=20"} if wait else {}), **kw.pop("headers", {})}
+    async def call(
+        self, method: str, path: str, *, wait: bool = True, **kw: Any
+    ) -> tuple[int, Any]:
+        headers = {**self.headers, **({"Prefer": "wait=20"} if wait else {}),
+                   **kw.pop("headers", {})}
         async with self.http.request(method, self.base + path, headers=headers, **kw) as r:
             return r.status, await r.json()
 
@@ -219,12 +222,15 @@ async def test_redelivered_upload_completed_changes_nothing(http, stack, s3, pg)
     alice = Client(http, stack, user("alice"))
     asset_id = await uploaded(alice)
     assert await alice.until_status(asset_id, PROMOTED_OR_BEYOND) in PROMOTED_OR_BEYOND
-    master = await asyncio.to_thread(s3.head_object, Bucket="masters", Key=f"{asset_id}/original.mp4")
+    master = await asyncio.to_thread(
+        s3.head_object, Bucket="masters", Key=f"{asset_id}/original.mp4"
+    )
     assert await _count_events(pg, asset_id, "promoted") == 1
     completed = await _find_event(stack, "events.asset", asset_id,
                                   await _event_id(pg, asset_id, "upload_completed"))
 
-    # The same record again, at a new offset, as after a crash before the promoter stored its position.
+    # The same record again, at a new offset, as after a crash before the promoter stored its
+    # position.
     producer = AIOKafkaProducer(bootstrap_servers=stack.settings().kafka_bootstrap, acks="all")
     await producer.start()
     try:
@@ -247,7 +253,9 @@ async def test_redelivered_upload_completed_changes_nothing(http, stack, s3, pg)
                 "AND aggregate_id = $1) = (SELECT count(*) FROM asset_events WHERE asset_id = $1)",
                 asset_id))
     assert await eventually(projection_saw_all)  # a transcode may still be adding events
-    again = await asyncio.to_thread(s3.head_object, Bucket="masters", Key=f"{asset_id}/original.mp4")
+    again = await asyncio.to_thread(
+        s3.head_object, Bucket="masters", Key=f"{asset_id}/original.mp4"
+    )
     assert again["ETag"] == master["ETag"] and again["LastModified"] == master["LastModified"]
 
 
@@ -370,7 +378,9 @@ async def test_delete_hides_the_asset_and_removes_its_previews(http, stack, s3, 
     assert status == 409
 
     async def previews_gone() -> bool:
-        listed = await asyncio.to_thread(s3.list_objects_v2, Bucket="previews", Prefix=f"{asset_id}/")
+        listed = await asyncio.to_thread(
+            s3.list_objects_v2, Bucket="previews", Prefix=f"{asset_id}/"
+        )
         return listed.get("KeyCount", 0) == 0
     assert await eventually(previews_gone, 20)
     assert await exists(s3, "masters", f"{asset_id}/original.mp4")  # originals are retained

@@ -48,7 +48,9 @@ async def test_a_poison_record_is_passed_over_and_its_neighbours_applied(stack):
             seen.append(r.payload.asset_id)
 
     batch = [(Position("test.topic", 0, i), upload_event(a)) for i, a in enumerate(ids)]
-    pool = await asyncpg.create_pool(stack.settings().postgres_dsn.get_secret_value(), min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(
+        stack.settings().postgres_dsn.get_secret_value(), min_size=1, max_size=2
+    )
     try:
         await apply_or_skip(pool, name, apply, batch)
         async with pool.acquire() as conn:
@@ -113,7 +115,9 @@ async def test_a_command_that_fails_for_good_is_recorded_as_rejected(stack):
     async def publish(topic, key, values):
         raise AssertionError("nothing may be published for a failed command")
 
-    pool = await asyncpg.create_pool(stack.settings().postgres_dsn.get_secret_value(), min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(
+        stack.settings().postgres_dsn.get_secret_value(), min_size=1, max_size=2
+    )
     try:
         await handle_or_give_up(broken, pool, publish, position, raw)
         async with pool.acquire() as conn:

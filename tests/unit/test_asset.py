@@ -49,8 +49,9 @@ def test_happy_path_to_ready():
                   c.RecordRendition(job_id="j1", rendition=rendition()))
     assert asset.status is AssetStatus.PROCESSING and asset.done_rungs == ("360p",)
     events = decide(asset, c.CompleteTranscode(
-        job_id="j1", renditions=[rendition(), rendition("720p")], master_playlist_key="a1/hls/master.m3u8",
-        thumbnail_key="a1/thumb.jpg", duration_s=4.0, width=1280, height=720, probe={}))
+        job_id="j1", renditions=[rendition(), rendition("720p")],
+        master_playlist_key="a1/hls/master.m3u8", thumbnail_key="a1/thumb.jpg", duration_s=4.0,
+        width=1280, height=720, probe={}))
     assert [type(x) for x in events] == [e.TranscodeCompleted]
     ready = fold(asset, events)
     assert ready.status is AssetStatus.READY and ready.version == 7
@@ -98,7 +99,8 @@ def test_expiry_only_after_validity_plus_grace():
     with pytest.raises(Conflict) as exc:
         decide(asset, c.ExpireUpload(now=EXPIRES + timedelta(seconds=30), grace_s=60))
     assert exc.value.code == "UPLOAD_NOT_EXPIRED"
-    expired = fold(asset, decide(asset, c.ExpireUpload(now=EXPIRES + timedelta(seconds=61), grace_s=60)))
+    expired = fold(asset, decide(
+        asset, c.ExpireUpload(now=EXPIRES + timedelta(seconds=61), grace_s=60)))
     assert expired.status is AssetStatus.EXPIRED
     with pytest.raises(Conflict):
         decide(expired, complete())

@@ -26,7 +26,8 @@ def test_split_roles_get_groups_of_their_own_and_replicas_share_them() -> None:
     assert s.consumer_group_of(["workers", "actors"]) == s.consumer_group_of(["actors", "workers"])
     # medialog dev: the api with the ClickHouse projection, the other roles in a child process
     assert s.consumer_group_of(["api", "analytics"]) == "ml.analytics"
-    assert s.consumer_group_of(["actors", "workers", "projections"]) == "ml.actors-projections-workers"
+    assert (s.consumer_group_of(["actors", "workers", "projections"])
+            == "ml.actors-projections-workers")
 
 
 def test_every_group_is_a_legal_kafka_topic_name() -> None:
@@ -40,10 +41,11 @@ def test_every_group_is_a_legal_kafka_topic_name() -> None:
 
 def test_each_projection_reads_in_a_group_of_its_own() -> None:
     """Shared by the processes running that projection, by no other reader and no Faust app."""
-    from projections import assets_pg, clickhouse, engagement_pg
-    from projections.reader import group_of, readers
+    from medialog.bootstrap import readers
     from medialog.kafka import Lags
-    from streams.app import StreamDeps
+    from medialog.runtime.deps import Deps
+    from projections import assets_pg, clickhouse, engagement_pg
+    from projections.reader import group_of
 
     s = Settings(consumer_group="ml")
     groups = {group_of(s, p.NAME) for p in (assets_pg, engagement_pg, clickhouse)}
@@ -52,8 +54,8 @@ def test_each_projection_reads_in_a_group_of_its_own() -> None:
     faust = {s.consumer_group_of(roles) for n in range(1, len(ALL_ROLES) + 1)
              for roles in itertools.combinations(ALL_ROLES, n) if set(roles) != {"api"}}
     assert not groups & faust
-    deps = StreamDeps(settings=s, pool=None, blobs=None, analytics=None,  # type: ignore[arg-type]
-                      lags=Lags())
+    deps = Deps(settings=s, pool=None, blobs=None, publisher=None,  # type: ignore[arg-type]
+                notifier=None, analytics=None, lags=Lags())  # type: ignore[arg-type]
     assert set(readers(deps, {"projections", "actors"})) == {assets_pg.NAME, engagement_pg.NAME}
     assert set(readers(deps, {"api", "analytics"})) == {clickhouse.NAME}
     assert readers(deps, {"api", "actors", "workers"}) == {}

@@ -8,9 +8,15 @@ from medialog.domain.commands import CommandMeta, RequestUpload
 from medialog.domain.errors import ValidationError
 from medialog.domain.events import UploadRequested
 from medialog.envelope import (
-    UPCASTERS, UndecodableEvent, dataschema_uri, decode_command, decode_event, encode_command,
+    UPCASTERS,
+    UndecodableEvent,
+    dataschema_uri,
+    decode_command,
+    decode_event,
+    encode_command,
     encode_event,
-    event_id, make_event,
+    event_id,
+    make_event,
 )
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -30,7 +36,8 @@ def test_event_round_trip_keeps_every_attribute():
     doc = json.loads(raw)
     assert doc["specversion"] == "1.0" and doc["type"] == "medialog.asset.upload_requested"
     assert doc["subject"] == "a1" and doc["sequence"] == 1 and doc["causationid"] == "c1"
-    assert doc["actorid"] == "u1" and doc["actorroles"] == "creator" and doc["correlationid"] == "r1"
+    assert (doc["actorid"] == "u1" and doc["actorroles"] == "creator"
+            and doc["correlationid"] == "r1")
     assert doc["dataschema"] == "urn:medialog:events:asset.upload_requested:v1"
     assert doc["time"].startswith("2026-03-04T05:06:07")
     back, payload = decode_event(raw)
@@ -51,7 +58,8 @@ def test_unknown_event_type_decodes_without_payload():
 
 
 def test_old_versions_are_upcast_not_rejected(monkeypatch):
-    doc = json.loads(encode_event(make_event(PAYLOAD, subject="a1", event_id="x", time=WHEN, sequence=1)))
+    doc = json.loads(encode_event(
+        make_event(PAYLOAD, subject="a1", event_id="x", time=WHEN, sequence=1)))
     doc["dataschema"] = dataschema_uri(PAYLOAD.TYPE, 0)
     del doc["data"]["title"]
     monkeypatch.setitem(UPCASTERS, (PAYLOAD.TYPE, 0), lambda d: {**d, "title": "untitled"})
@@ -83,7 +91,8 @@ def test_command_round_trip_and_malformed_commands():
     lambda d: d.pop("id"),  # envelope does not validate
 ])
 def test_every_undecodable_event_raises_one_value_error_type(mutate):
-    doc = json.loads(encode_event(make_event(PAYLOAD, subject="a1", event_id="x", time=WHEN, sequence=1)))
+    doc = json.loads(encode_event(
+        make_event(PAYLOAD, subject="a1", event_id="x", time=WHEN, sequence=1)))
     mutate(doc)
     with pytest.raises(UndecodableEvent):
         decode_event(json.dumps(doc).encode())

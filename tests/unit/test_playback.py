@@ -7,7 +7,11 @@ import pytest
 from medialog.api.transcode import parse_body
 from medialog.domain.errors import Conflict, ValidationError
 from medialog.domain.playback import (
-    Playable, check_playable, hls_path, parse_params, thumbnail_path,
+    Playable,
+    check_playable,
+    hls_path,
+    parse_params,
+    thumbnail_path,
 )
 
 

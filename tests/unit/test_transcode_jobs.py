@@ -8,7 +8,13 @@ import pytest
 
 from streams.transcode.ladder import audio_ladder, video_ladder
 from streams.transcode_jobs import (
-    DeadLetter, RetryJob, TranscodeJob, Watermark, backoff_s, command_id, rendition_of,
+    DeadLetter,
+    RetryJob,
+    TranscodeJob,
+    Watermark,
+    backoff_s,
+    command_id,
+    rendition_of,
     terminal_command_ids,
 )
 

@@ -12,7 +12,8 @@ def body(**kw):
 
 def test_valid_upload_derives_kind_extension_and_default_title():
     spec = validate_upload(body(), max_bytes=LIMIT)
-    assert (spec.kind, spec.extension, spec.title, spec.size_bytes) == ("video", "mp4", "clip", 1234)
+    assert (spec.kind, spec.extension, spec.title, spec.size_bytes) == (
+        "video", "mp4", "clip", 1234)
 
 
 def test_extension_comes_from_content_type_not_filename():
@@ -60,7 +61,8 @@ def test_invalid_fields_are_reported(bad, field):
 
 def test_every_problem_listed_at_once():
     with pytest.raises(ValidationError) as exc:
-        validate_upload({"filename": "", "content_type": "text/html", "size_bytes": -1}, max_bytes=LIMIT)
+        validate_upload({"filename": "", "content_type": "text/html", "size_bytes": -1},
+                        max_bytes=LIMIT)
     assert {d["field"] for d in exc.value.details} == {"filename", "content_type", "size_bytes"}
 
 

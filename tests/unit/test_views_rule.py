@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from medialog.api.engagement import check_visible
-from medialog.api.queries import Viewer
+from medialog.domain.access import Viewer
 from medialog.domain.errors import NotFound, ValidationError
 from medialog.domain.view_reports import (
     AssetRef,
@@ -19,12 +19,12 @@ from medialog.domain.view_reports import (
 )
 from medialog.domain.views import (
     RECENT_IDS,
+    Replayed,
     Report,
     SessionState,
     Verdict,
     ViewRule,
     observe,
-    Replayed,
     replay,
     to_ms,
 )

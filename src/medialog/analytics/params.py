@@ -139,7 +139,9 @@ def parse_trending(query: Mapping[str, str], now: datetime) -> TrendingQuery:
     return TrendingQuery(window=window, limit=int(raw), now=now.astimezone(UTC))
 
 
-def decay_score(view_ages_s: list[float], like_ages_s: list[tuple[float, int]], tau_s: float) -> float:
+def decay_score(
+    view_ages_s: list[float], like_ages_s: list[tuple[float, int]], tau_s: float
+) -> float:
     """The trending score in Python (the SQL in ``queries.trending`` computes the same):
     Σ exp(-age/τ) over counted views + LIKE_WEIGHT · Σ sign · exp(-age/τ) over like events."""
     views = sum(math.exp(-age / tau_s) for age in view_ages_s)

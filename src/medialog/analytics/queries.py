@@ -29,7 +29,8 @@ _RANGE = "time >= {start:DateTime64(3, 'UTC')} AND time < {end:DateTime64(3, 'UT
 _LIKED, _UNLIKED = "medialog.engagement.liked", "medialog.engagement.unliked"
 DURATION_BUCKETS = ("<30s", "30s-2m", "2m-10m", "10m-30m", "30m-60m", ">=60m")
 
-_REPORTS = """SELECT __T__ countIf(verdict = 'counted'), uniqExactIf(viewer_key, verdict = 'counted'),
+_REPORTS = """SELECT __T__ countIf(verdict = 'counted'),
+  uniqExactIf(viewer_key, verdict = 'counted'),
   sum(watch_ms), count(), countIf(verdict = 'below_threshold'), countIf(verdict = 'already_counted')
 FROM views FINAL WHERE __WHERE__ AND """ + _RANGE
 _REPORT_KEYS = ("views", "unique_viewers", "watch_ms", "reports", "below_threshold",
@@ -41,11 +42,12 @@ FROM (SELECT min(time) AS started, sum(watch_ms) AS w, ifNull(max(duration_s), 0
       FROM views FINAL WHERE __WHERE__ AND """ + _RANGE + """
       GROUP BY asset_id, viewer_key, session_id)"""
 _SESSION_KEYS = ("sessions", "sessions_with_duration", "completed_sessions")
-_LIKES = """SELECT __T__ countIf(type = '""" + _LIKED + """'), countIf(type = '""" + _UNLIKED + """')
-FROM events FINAL WHERE type IN ('""" + _LIKED + "', '" + _UNLIKED + "') AND __WHERE__ AND " + _RANGE
+_LIKES = f"""SELECT __T__ countIf(type = '{_LIKED}'), countIf(type = '{_UNLIKED}')
+FROM events FINAL WHERE type IN ('{_LIKED}', '{_UNLIKED}') AND __WHERE__ AND """ + _RANGE
 _UPLOADS = """SELECT __T__ countIf(type = 'medialog.asset.upload_requested'),
   countIf(type = 'medialog.asset.upload_completed')
-FROM events FINAL WHERE type IN ('medialog.asset.upload_requested', 'medialog.asset.upload_completed')
+FROM events FINAL
+WHERE type IN ('medialog.asset.upload_requested', 'medialog.asset.upload_completed')
   AND __WHERE__ AND """ + _RANGE
 _PLAYBACK = """SELECT __T__ count() FROM events FINAL
 WHERE type = 'medialog.access.playback_issued' AND __WHERE__ AND """ + _RANGE

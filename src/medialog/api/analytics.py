@@ -17,8 +17,8 @@ from medialog.api import keys
 from medialog.api.assets import parse_asset_id
 from medialog.api.auth import ADMIN, require
 from medialog.api.requests import principal
+from medialog.domain.access import HIDDEN_FROM_OTHERS, LISTED_VISIBILITY
 from medialog.domain.errors import Forbidden, NotFound
-from medialog.domain.view_reports import HIDDEN_FROM_OTHERS
 
 
 def _now() -> datetime:
@@ -60,7 +60,7 @@ async def overview(request: web.Request) -> web.Response:
 # and not hidden from others, so an asset made private or deleted leaves the list as soon as the
 # api hides it. Twice the limit is ranked, so that items hidden here leave room for the next.
 _SHOWN = ("SELECT asset_id, owner_id, title FROM assets WHERE asset_id = ANY($1::text[]) "
-          "AND visibility = 'public' AND status <> ALL($2::text[])")
+          f"AND visibility = '{LISTED_VISIBILITY}' AND status <> ALL($2::text[])")
 
 
 async def trending(request: web.Request) -> web.Response:

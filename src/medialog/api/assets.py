@@ -1,4 +1,4 @@
-"""Assets: reads from the PostgreSQL read model (who sees what: ``medialog.api.queries``) and
+"""Assets: reads from the PostgreSQL read model (who sees what: ``medialog.domain.access``) and
 the owner's writes (PATCH metadata, DELETE), sent as commands to the asset actor.
 
 Writes pre-check the read model to answer fast (unknown or unreadable → 404, not the owner →
@@ -19,10 +19,22 @@ from medialog.api import keys, queries
 from medialog.api.auth import ADMIN, Principal
 from medialog.api.commands import command_response, send_command
 from medialog.api.requests import (
-    command_id, command_meta, optional_principal, principal, read_json,
+    command_id,
+    command_meta,
+    optional_principal,
+    principal,
+    read_json,
+)
+from medialog.domain.access import (
+    ANYONE,
+    AssetFacts,
+    Viewer,
+    may_manage,
+    may_read,
+    not_found,
 )
 from medialog.domain.commands import DeleteAsset, UpdateMetadata
-from medialog.domain.errors import Forbidden, NotFound
+from medialog.domain.errors import Forbidden
 from medialog.domain.metadata import validate_metadata_patch
 from medialog.timefmt import iso, iso_or_none
 
@@ -74,32 +86,38 @@ def parse_asset_id(raw: str) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError as exc:
-        raise NotFound("no such asset", code="ASSET_NOT_FOUND") from exc
+        raise not_found() from exc
 
 
-def viewer_of(who: Principal | None) -> queries.Viewer:
+def viewer_of(who: Principal | None) -> Viewer:
     if who is None:
-        return queries.Viewer(user_id=None)
-    return queries.Viewer(user_id=who.user_id, is_admin=who.has_any(ADMIN))
+        return ANYONE
+    return Viewer(user_id=who.user_id, is_admin=who.has_any(ADMIN))
 
 
-async def readable_asset(request: web.Request, viewer: queries.Viewer) -> asyncpg.Record:
+def facts_of(row: asyncpg.Record) -> AssetFacts:
+    """The access facts of an ``assets`` row."""
+    return AssetFacts(owner_id=row["owner_id"], status=row["status"], visibility=row["visibility"])
+
+
+async def readable_asset(request: web.Request, viewer: Viewer) -> asyncpg.Record:
     """The asset named in the path, if ``viewer`` may read it; else 404 (never 403, so that
     ids of assets one may not see cannot be probed)."""
     asset_id = parse_asset_id(request.match_info["asset_id"])
     async with request.app[keys.PG].acquire() as conn:
         row = await queries.fetch_asset(conn, asset_id)
-    if row is None or not queries.may_read(row["owner_id"], row["visibility"], row["status"], viewer):
-        raise NotFound("no such asset", code="ASSET_NOT_FOUND")
+    if row is None or not may_read(viewer, facts_of(row)):
+        raise not_found()
     return row
 
 
-async def owned_asset(request: web.Request, who: Principal, *, admin_ok: bool = True) -> asyncpg.Record:
+async def owned_asset(request: web.Request, who: Principal, *,
+                      admin_ok: bool = True) -> asyncpg.Record:
     """The asset named in the path for a write by ``who``: 404 unless readable, 403 NOT_OWNER
     unless theirs (or ``who`` is an admin and ``admin_ok``)."""
     viewer = viewer_of(who)
     row = await readable_asset(request, viewer)
-    if not (viewer.owns(row["owner_id"]) or (admin_ok and viewer.is_admin)):
+    if not may_manage(viewer, row["owner_id"], admin_ok=admin_ok):
         raise Forbidden("only the asset's owner may do this", code="NOT_OWNER")
     return row
 

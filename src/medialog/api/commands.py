@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,24 +22,18 @@ from medialog.domain import errors as e
 from medialog.domain.commands import AssetCommand, CommandMeta
 from medialog.domain.errors import NotFound, Unavailable
 from medialog.domain.uploads import check_text
-from medialog.envelope import CONTENT_TYPE, CloudEvent, encode_command, encode_event, make_event
+from medialog.envelope import CloudEvent, encode_event, make_event
 from medialog.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
 
-_EVENT_HEADERS = [("content-type", CONTENT_TYPE.encode())]
-
-
-async def _produce(
-    app: web.Application, topic: str, key: str, value: bytes, what: str,
-    headers: list[tuple[str, bytes]] | None = None,
-) -> None:
-    """Return only once the broker acknowledged (acks=all): a 2xx means it is on the log."""
+@contextmanager
+def _acknowledged(topic: str, what: str) -> Iterator[None]:
+    """The broker's refusal as the domain's ``Unavailable`` (503 LOG_UNAVAILABLE): a 2xx means
+    the record is on the log."""
     try:
-        await app[keys.PRODUCER].send_and_wait(
-            app[keys.SETTINGS].topic(topic), value=value, key=key.encode(), headers=headers
-        )
+        yield
     except KafkaError as exc:
         log.warning("%s not written to %s: %s", what, topic, exc)
         raise Unavailable(f"the event log did not acknowledge the {what}",
@@ -47,8 +43,8 @@ async def _produce(
 async def send_command(
     app: web.Application, topic: str, aggregate_id: str, command: AssetCommand, meta: CommandMeta
 ) -> None:
-    value = encode_command(command, aggregate_id=aggregate_id, meta=meta)
-    await _produce(app, topic, aggregate_id, value, "command")
+    with _acknowledged(topic, "command"):
+        await app[keys.PUBLISHER].send_command(topic, aggregate_id, command, meta)
 
 
 async def append_event(
@@ -64,7 +60,8 @@ async def append_event(
                        actor_id=who.user_id if who else None,
                        actor_roles=sorted(who.roles) if who else (),
                        correlation_id=correlation_id)
-    await _produce(request.app, topic, subject, encode_event(event), "event", _EVENT_HEADERS)
+    with _acknowledged(topic, "event"):
+        await request.app[keys.PUBLISHER].append(topic, subject, [encode_event(event)])
     return event
 
 

@@ -13,16 +13,17 @@
 * ``GET /v1/assets/{id}/stats`` — signed in or anonymous: ``view_count``, ``like_count``,
   ``watch_seconds_total`` and, when signed in, ``liked_by_me``.
 
-Who may: who may ``GET /v1/assets/{id}`` (``medialog.api.queries.may_read``: the owner and
-admins, anyone else a public or unlisted asset whose upload completed), and no one once the
-asset is deleted or expired (``GONE_STATUSES``; its owner still finds its last counters in
-GET's ``stats``). Anyone else gets what GET gives them, ``404 ASSET_NOT_FOUND`` (never 403: ids
-cannot be probed) — for an unlike too: a like on an asset one can no longer see stays as it was.
+Who may: ``medialog.domain.access.may_engage`` (who may ``GET /v1/assets/{id}``: the owner and
+admins, anyone else a public or unlisted asset whose upload completed; and no one once the asset
+is deleted or expired: its owner still finds its last counters in GET's ``stats``). Anyone else
+gets what GET gives them, ``404 ASSET_NOT_FOUND`` (never 403: ids cannot be probed) — for an
+unlike too: a like on an asset one can no longer see stays as it was.
 
 A view report also needs media that plays, for owners and admins too: ``409
 ASSET_NOT_PLAYABLE`` (``/playback``'s code) unless the asset is ``ready`` or ``processing``
-(``PLAYED_STATUSES``). An unfinished, failed or merely uploaded asset has nothing a player
-could have played, so a report about it can only be made up.
+(``access.is_playable``; the lookup does not carry renditions, so a processing asset is taken as
+playable: its lowest rung comes first, within seconds). An unfinished, failed or merely uploaded
+asset has nothing a player could have played, so a report about it can only be made up.
 
 The asset facts come from ``AssetLookup``, cached for 2 s: a change of visibility or a deletion
 reaches these routes that much after ``GET`` sees it.
@@ -36,7 +37,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from medialog.api import keys, queries
+from medialog.api import keys
 from medialog.api.assets import parse_asset_id, viewer_of
 from medialog.api.auth import Principal
 from medialog.api.commands import append_event, outcome, send_command
@@ -51,21 +52,12 @@ from medialog.api.requests import (
     principal,
     read_json,
 )
+from medialog.domain.access import Viewer, is_playable, may_engage, not_found
 from medialog.domain.commands import Like, Unlike
 from medialog.domain.engagement import engagement_key
-from medialog.domain.errors import Conflict, NotFound
+from medialog.domain.errors import Conflict
 from medialog.domain.events import ViewReported
-from medialog.domain.view_reports import (
-    GONE_STATUSES,
-    AssetRef,
-    anonymous_viewer_key,
-    validate_view_report,
-)
-
-# What ``/playback`` hands out URLs for (``domain.playback.check_playable``): ready, or processing
-# once its lowest rung is done. The lookup does not carry renditions, so a processing asset is
-# taken as playable: its lowest rung comes first, within seconds.
-PLAYED_STATUSES = frozenset({"ready", "processing"})
+from medialog.domain.view_reports import AssetRef, anonymous_viewer_key, validate_view_report
 
 
 @dataclass(frozen=True)
@@ -88,23 +80,20 @@ async def engagement_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _visible(request: web.Request, who: Principal | None) -> AssetRef:
-    """The asset in the path if ``who`` may read it (GET's rule) and it is not gone, else 404
-    ``ASSET_NOT_FOUND``."""
+    """The asset in the path if ``who`` may engage with it, else 404 ``ASSET_NOT_FOUND``."""
     asset_id = parse_asset_id(request.match_info["asset_id"])
     return check_visible(await request.app[ENGAGEMENT].assets.get(asset_id), viewer_of(who))
 
 
-def check_visible(ref: AssetRef | None, viewer: queries.Viewer) -> AssetRef:
-    """``ref`` if ``viewer`` may engage with it (the module docstring's rule), else
-    ``NotFound``."""
-    if (ref is None or ref.status in GONE_STATUSES
-            or not queries.may_read(ref.owner_id, ref.visibility, ref.status, viewer)):
-        raise NotFound("no such asset", code="ASSET_NOT_FOUND")
+def check_visible(ref: AssetRef | None, viewer: Viewer) -> AssetRef:
+    """``ref`` if ``viewer`` may engage with it (``access.may_engage``), else ``NotFound``."""
+    if ref is None or not may_engage(viewer, ref):
+        raise not_found()
     return ref
 
 
 def _check_played(asset: AssetRef) -> None:
-    if asset.status not in PLAYED_STATUSES:
+    if not is_playable(asset.status):
         raise Conflict(f"the asset cannot be played (it is {asset.status}): no view to report",
                        code="ASSET_NOT_PLAYABLE", details=[{"status": asset.status}])
 

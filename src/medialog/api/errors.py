@@ -26,7 +26,9 @@ STATUS: dict[type[e.MedialogError], int] = {
 _HTTP_CODES = {404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 
 
-def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, details: list[Any] | None = None
+) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details or []}}
     resp = web.json_response(body, status=status)
     if status == 401:

@@ -99,7 +99,7 @@ async def _postgres(app: web.Application) -> None:
 
 
 async def _kafka(app: web.Application) -> None:
-    await app[keys.PRODUCER].client.fetch_all_metadata()
+    await app[keys.PUBLISHER].producer.client.fetch_all_metadata()
 
 
 async def _clickhouse(app: web.Application) -> None:

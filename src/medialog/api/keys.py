@@ -7,15 +7,14 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import faust
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 
 from medialog.api.auth import TokenVerifier
-from medialog.api.notifier import Notifier
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
 from medialog.kafka import Lags
+from medialog.runtime.notifier import Notifier
+from medialog.runtime.publisher import Publisher
 from medialog.signing import SigningKeys
 from medialog.storage import BlobStore
 
@@ -24,12 +23,11 @@ ROLES: web.AppKey[frozenset[Role]] = web.AppKey("roles")
 PG = web.AppKey("pg", asyncpg.Pool)
 BLOBS = web.AppKey("blobs", BlobStore)
 ANALYTICS = web.AppKey("analytics", Analytics)
-PRODUCER = web.AppKey("producer", AIOKafkaProducer)
+PUBLISHER = web.AppKey("publisher", Publisher)  # the process's one producer
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 NOTIFIER = web.AppKey("notifier", Notifier)
 LOCAL_JWKS = web.AppKey("local_jwks", dict[str, Any])
-FAUST = web.AppKey("faust", faust.App)
 PEERS: web.AppKey[Mapping[str, str]] = web.AppKey("peers")  # name → its /health/ready URL
 LAGS = web.AppKey("lags", Lags)  # the projections this process runs: their lag
 SIGNING = web.AppKey("signing", SigningKeys)  # keys of signed streaming URLs, parsed at start

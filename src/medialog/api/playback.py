@@ -1,6 +1,6 @@
 """``GET /v1/assets/{id}/playback``: signed playback URLs.
 
-Anyone who may read the asset (``medialog.api.queries.may_read``: anonymous callers too for
+Anyone who may read the asset (``medialog.domain.access.may_read``: anonymous callers too for
 public and unlisted assets; private ones only for the owner and admins, 404 otherwise) gets
 ``hls_url`` (the master playlist under a signed prefix, DESIGN.md "Streaming"),
 ``thumbnail_url`` and ``expires_at``; the owner and admins also get ``download_url``, an S3
@@ -9,9 +9,10 @@ seconds (default ``playback_ttl_s``); ``bind_ip=true`` binds the stream URLs to 
 address (as the api sees it: behind a proxy that is the proxy's). The asset must be playable
 (``medialog.domain.playback.check_playable``), else 409 ``ASSET_NOT_PLAYABLE``.
 
-The stream URLs name their audience (``medialog.api.stream.signed_subject``): issued while
-anyone may read the asset, they stop playing when it is made private or deleted; issued to the
-owner or an admin of a private asset, they play until it is deleted (or they expire).
+The stream URLs name their audience (``medialog.domain.access.needs_owner_audience``, signed in
+by ``medialog.api.stream.signed_subject``): issued while anyone may read the asset, they stop
+playing when it is made private or deleted; issued to the owner or an admin of a private asset,
+they play until it is deleted (or they expire).
 
 Each issuance appends ``PlaybackIssued`` to ``events.access`` (key = asset id) and is answered
 only once the broker acknowledged it (DESIGN.md rule 4)."""
@@ -26,19 +27,23 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from medialog.api import keys
-from medialog.api.assets import readable_asset, viewer_of
+from medialog.api.assets import facts_of, readable_asset, viewer_of
 from medialog.api.auth import Principal
 from medialog.api.commands import append_event
 from medialog.api.requests import correlation_id, optional_principal
-from medialog.api.stream import readable_by_anyone, signed_subject
+from medialog.api.stream import signed_subject
+from medialog.domain.access import may_manage, needs_owner_audience
 from medialog.domain.errors import ValidationError
 from medialog.domain.events import PlaybackIssued
 from medialog.domain.playback import (
-    Playable, check_playable, hls_path, parse_params, thumbnail_path,
+    Playable,
+    check_playable,
+    hls_path,
+    parse_params,
+    thumbnail_path,
 )
 from medialog.signing import stream_url
 from medialog.timefmt import iso
-
 
 
 async def _publish(request: web.Request, payload: PlaybackIssued, who: Principal | None) -> None:
@@ -68,8 +73,7 @@ async def issue_playback(request: web.Request) -> web.Response:
                               code="CLIENT_ADDRESS_UNKNOWN")
     expires = int(time.time()) + params.expires_in
     signing = request.app[keys.SIGNING]
-    subject = signed_subject(asset.asset_id, owner_audience=not readable_by_anyone(
-        row["owner_id"], row["visibility"], row["status"]))
+    subject = signed_subject(asset.asset_id, owner_audience=needs_owner_audience(facts_of(row)))
 
     def url(path: str | None) -> str | None:
         if path is None:
@@ -82,7 +86,7 @@ async def issue_playback(request: web.Request) -> web.Response:
         "thumbnail_url": url(thumbnail_path(asset)),
         "expires_at": iso(datetime.fromtimestamp(expires, UTC)),
     }
-    download = bool(row["master_key"]) and (viewer.is_admin or viewer.owns(row["owner_id"]))
+    download = bool(row["master_key"]) and may_manage(viewer, row["owner_id"])
     if download:
         body["download_url"] = await asyncio.to_thread(
             request.app[keys.BLOBS].presign_get, settings.bucket_masters, row["master_key"],

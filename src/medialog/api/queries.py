@@ -1,13 +1,9 @@
 """Asset queries on the PostgreSQL read model (``assets``, ``asset_events``, ``asset_stats``).
 
-Who may see what is decided here, once, for reads by id and for listings:
-
-- the owner and admins see every asset, in every status;
-- anyone else (also anonymous callers) sees public and unlisted assets by id, and public ones in
-  listings, once their upload completed: ``awaiting_upload`` (nothing there yet), ``expired``
-  and ``deleted`` assets are the owner's business only, and private ones too;
-- listings hide expired and deleted assets unless the caller filters on that status, which then
-  lists only the caller's own (everything for admins).
+Who may see what is ``medialog.domain.access``; a listing applies it in SQL, built from its
+sets: others see the public assets whose upload completed, the owner and admins every status;
+expired and deleted assets are left out unless the caller filters on that status, which then
+lists only the caller's own (everything for admins).
 
 The parsing and SQL building are pure (tested in tests/unit/test_asset_queries.py); the few
 ``async`` functions run them."""
@@ -20,11 +16,11 @@ from typing import Any
 
 import asyncpg
 
+from medialog.domain.access import GONE_STATUSES, HIDDEN_FROM_OTHERS, LISTED_VISIBILITY, Viewer
 from medialog.domain.asset import AssetStatus
 from medialog.domain.errors import ValidationError
 from medialog.domain.metadata import TAG_MAX, VISIBILITIES
 from medialog.domain.uploads import check_text
-from medialog.domain.view_reports import GONE_STATUSES, HIDDEN_FROM_OTHERS
 
 STATUSES = tuple(s.value for s in AssetStatus if s is not AssetStatus.NEW)
 # sort parameter → ORDER BY (the asset id last, so pages are stable)
@@ -44,15 +40,14 @@ _SELECT = (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class Viewer:
-    """Who reads: a user id (None: anonymous) and whether they are an admin."""
+def _sql_list(values: frozenset[str]) -> str:
+    """Constants of ``medialog.domain.access`` as an SQL list literal, sorted: ``('a', 'b')``."""
+    return "(" + ", ".join(f"'{v}'" for v in sorted(values)) + ")"
 
-    user_id: str | None
-    is_admin: bool = False
 
-    def owns(self, owner_id: str) -> bool:
-        return self.user_id is not None and self.user_id == owner_id
+_NOT_GONE = f"a.status NOT IN {_sql_list(GONE_STATUSES)}"
+_SHOWN_TO_OTHERS = (f"a.visibility = '{LISTED_VISIBILITY}' "
+                    f"AND a.status NOT IN {_sql_list(HIDDEN_FROM_OTHERS)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,13 +60,6 @@ class ListQuery:
     sort: str = "-created_at"
     page: int = 1
     limit: int = LIMIT_DEFAULT
-
-
-def may_read(owner_id: str, visibility: str, status: str, viewer: Viewer) -> bool:
-    """Reading one asset by id (the module docstring's rule)."""
-    if viewer.is_admin or viewer.owns(owner_id):
-        return True
-    return status not in HIDDEN_FROM_OTHERS and visibility in ("public", "unlisted")
 
 
 def escape_like(text: str) -> str:
@@ -161,14 +149,13 @@ def list_where(query: ListQuery, viewer: Viewer) -> tuple[str, list[Any]]:
     if query.status is not None:
         conds.append(f"a.status = {arg(query.status)}")
     else:
-        conds.append("a.status NOT IN ('expired', 'deleted')")
+        conds.append(_NOT_GONE)
     if not viewer.is_admin:
         me = arg(viewer.user_id)  # NULL for anonymous callers: never equal to an owner
         if query.status in GONE_STATUSES:
             conds.append(f"a.owner_id = {me}")
         else:
-            conds.append(f"(a.owner_id = {me} OR (a.visibility = 'public' "
-                         "AND a.status NOT IN ('awaiting_upload', 'expired', 'deleted')))")
+            conds.append(f"(a.owner_id = {me} OR ({_SHOWN_TO_OTHERS}))")
     if query.owner is not None:
         conds.append(f"a.owner_id = {arg(query.owner)}")
     if query.visibility is not None:

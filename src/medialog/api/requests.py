@@ -107,7 +107,8 @@ def idempotent_id(request: web.Request, caller: str, scope: str) -> str:
         return str(uuid.uuid4())
     if not _IDEMPOTENCY_KEY.match(key):
         raise ValidationError(
-            "Idempotency-Key must be 1–128 characters of [A-Za-z0-9._:-]", code="BAD_IDEMPOTENCY_KEY"
+            "Idempotency-Key must be 1–128 characters of [A-Za-z0-9._:-]",
+            code="BAD_IDEMPOTENCY_KEY",
         )
     return str(uuid.uuid5(_NAMESPACE, f"{scope}\0{caller}\0{key}"))
 

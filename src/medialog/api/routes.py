@@ -5,7 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from medialog.api import (
-    analytics, assets, commands, engagement, health, history, keys, playback, stream, transcode,
+    analytics,
+    assets,
+    commands,
+    engagement,
+    health,
+    history,
+    keys,
+    playback,
+    stream,
+    transcode,
     uploads,
 )
 

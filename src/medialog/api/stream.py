@@ -5,8 +5,9 @@ prefix (DESIGN.md "Streaming"). The signature is the credential; no Authorizatio
   by ``safe_object_path``): ``verify_stream`` (403 ``SIGNATURE_INVALID`` / ``SIGNATURE_EXPIRED``),
   then the object path (403 ``PATH_INVALID``: ``..``, ``.``, empty segments, encoded slashes,
   anything outside ``[A-Za-z0-9._-]``), so a URL never reaches outside ``previews/{asset}/``.
-- Then the asset must still be there for the URL's audience (``check_streamable``), else 404
-  ``ASSET_NOT_FOUND``, as ``GET /v1/assets/{id}`` answers whoever may not see it. A URL names its
+- Then the asset must still be there for the URL's audience (``check_streamable``:
+  ``medialog.domain.access.may_stream``), else 404 ``ASSET_NOT_FOUND``, as
+  ``GET /v1/assets/{id}`` answers whoever may not see it. A URL names its
   audience in the segment its signature covers (``signed_subject``): ``{asset}`` when it was
   issued while anyone could read the asset, ``{asset}_owner`` when it was issued to the owner or
   an admin while only they could. A deleted (or expired) asset plays for no one; an asset made
@@ -36,14 +37,19 @@ from typing import Any
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
-from medialog.api import keys, queries
+from medialog.api import keys
 from medialog.api.engagement_queries import fetch_asset_ref
 from medialog.api.errors import error_response
+from medialog.domain.access import may_stream, not_found
 from medialog.domain.errors import Forbidden, NotFound, Unavailable, ValidationError
 from medialog.domain.playback import MASTER_PATH
-from medialog.domain.view_reports import GONE_STATUSES, AssetRef
+from medialog.domain.view_reports import AssetRef
 from medialog.signing import (
-    PATH_INVALID, content_type_for, parse_range, safe_object_path, verify_stream,
+    PATH_INVALID,
+    content_type_for,
+    parse_range,
+    safe_object_path,
+    verify_stream,
 )
 from medialog.storage import BlobStore, ObjectHead
 
@@ -60,20 +66,10 @@ _CORS = {"Access-Control-Allow-Origin": "*",
 
 
 OWNER_AUDIENCE = "owner"
-_ANYONE = queries.Viewer(user_id=None)
 
 
 def _not_found() -> NotFound:
     return NotFound("no such object", code="NOT_FOUND")
-
-
-def _asset_not_found() -> NotFound:
-    return NotFound("no such asset", code="ASSET_NOT_FOUND")
-
-
-def readable_by_anyone(owner_id: str, visibility: str, status: str) -> bool:
-    """Whether an anonymous caller may read the asset (``queries.may_read``)."""
-    return queries.may_read(owner_id, visibility, status, _ANYONE)
 
 
 def signed_subject(asset_id: str, owner_audience: bool) -> str:
@@ -84,21 +80,19 @@ def signed_subject(asset_id: str, owner_audience: bool) -> str:
 
 
 def parse_subject(segment: str) -> tuple[str, bool]:
-    """``(asset id, owner audience)`` of a verified signed segment (``signed_subject``'s inverse)."""
+    """``(asset id, owner audience)`` of a verified signed segment (``signed_subject``'s
+    inverse)."""
     asset_id, sep, audience = segment.partition("_")
     if sep and audience != OWNER_AUDIENCE:
-        raise _asset_not_found()  # signed, but not by playback: no asset of ours has this id
+        raise not_found()  # signed, but not by playback: no asset of ours has this id
     return asset_id, bool(sep)
 
 
 def check_streamable(asset: AssetRef | None, owner_audience: bool) -> AssetRef:
-    """The asset, if a URL of this audience may still play it: never once it is deleted or
-    expired; an owner-audience URL as long as it exists; any other while anyone may read it.
-    Else 404 ``ASSET_NOT_FOUND``."""
-    if asset is None or asset.status in GONE_STATUSES:
-        raise _asset_not_found()
-    if not (owner_audience or readable_by_anyone(asset.owner_id, asset.visibility, asset.status)):
-        raise _asset_not_found()
+    """The asset, if a URL of this audience may still play it (``access.may_stream``), else 404
+    ``ASSET_NOT_FOUND``."""
+    if asset is None or not may_stream(asset, owner_audience=owner_audience):
+        raise not_found()
     return asset
 
 

@@ -43,7 +43,8 @@ async def create_upload(request: web.Request) -> web.Response:
     spec = validate_upload(await read_json(request), max_bytes=settings.upload_max_bytes)
 
     cmd_id = await command_id(request, who, "uploads")
-    # With an Idempotency-Key the asset id follows from the command id: a retry names the same asset.
+    # With an Idempotency-Key the asset id follows from the command id: a retry names the same
+    # asset.
     asset_id = str(uuid.uuid5(_ASSET_NAMESPACE, cmd_id))
     now = datetime.now(UTC)
     expires_at = now + timedelta(seconds=settings.upload_url_ttl_s)

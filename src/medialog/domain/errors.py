@@ -26,7 +26,8 @@ class ValidationError(MedialogError):
 
 
 class Unauthenticated(MedialogError):
-    """No credentials, or credentials that do not verify (bad signature, expired, wrong audience…)."""
+    """No credentials, or credentials that do not verify (bad signature, expired, wrong
+    audience…)."""
 
     code = "UNAUTHENTICATED"
 

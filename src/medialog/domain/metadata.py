@@ -54,17 +54,21 @@ def validate_metadata_patch(body: Any) -> dict[str, Any]:
 
 def _description(raw: object) -> str:
     if not isinstance(raw, str) or len(raw) > DESCRIPTION_MAX:
-        raise ValidationError("description", details=[{"field": "description",
-                                                       "error": f"a string of ≤ {DESCRIPTION_MAX}"}])
+        raise ValidationError("description", details=[
+            {"field": "description", "error": f"a string of ≤ {DESCRIPTION_MAX}"},
+        ])
     return check_text(unicodedata.normalize("NFC", raw).strip(), "description", multiline=True)
 
 
 def _tags(raw: object) -> list[str]:
     if not isinstance(raw, list) or len(raw) > TAGS_MAX:
-        raise ValidationError("tags", details=[{"field": "tags", "error": f"a list of ≤ {TAGS_MAX}"}])
+        raise ValidationError("tags", details=[
+            {"field": "tags", "error": f"a list of ≤ {TAGS_MAX}"},
+        ])
     tags: list[str] = []
     for tag in raw:
-        clean = " ".join(unicodedata.normalize("NFC", tag).lower().split()) if isinstance(tag, str) else ""
+        clean = (" ".join(unicodedata.normalize("NFC", tag).lower().split())
+                 if isinstance(tag, str) else "")
         if not clean or len(clean) > TAG_MAX or not _TAG.match(clean):
             raise ValidationError("tags", details=[{"field": "tags", "error": f"bad tag {tag!r}"}])
         if clean not in tags:
@@ -73,7 +77,9 @@ def _tags(raw: object) -> list[str]:
 
 
 def _category(raw: object) -> str:
-    if not isinstance(raw, str) or not raw.strip() or len(raw) > CATEGORY_MAX or not _TAG.match(raw.strip()):
-        raise ValidationError("category", details=[{"field": "category",
-                                                    "error": f"1–{CATEGORY_MAX} letters, digits, spaces"}])
+    if (not isinstance(raw, str) or not raw.strip() or len(raw) > CATEGORY_MAX
+            or not _TAG.match(raw.strip())):
+        raise ValidationError("category", details=[
+            {"field": "category", "error": f"1–{CATEGORY_MAX} letters, digits, spaces"},
+        ])
     return raw.strip()

@@ -1,11 +1,12 @@
 """Rules of signed playback: what a playback request may ask for, and when an asset can be
-played. Pure functions (who may read the asset at all is ``medialog.api.queries.may_read``)."""
+played. Pure functions (who may read the asset at all is ``medialog.domain.access.may_read``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from medialog.domain.access import is_playable
 from medialog.domain.errors import Conflict, ValidationError
 
 MIN_TTL_S = 60
@@ -55,8 +56,8 @@ def parse_params(query: Mapping[str, str], *, default_ttl_s: int, max_ttl_s: int
 
 def check_playable(asset: Playable) -> None:
     """Ready assets play; so does one still processing once a rendition is done (the lowest
-    rung comes first). Anything else: Conflict ``ASSET_NOT_PLAYABLE``."""
-    if asset.status == "ready" or (asset.status == "processing" and asset.renditions > 0):
+    rung comes first: ``access.is_playable``). Anything else: Conflict ``ASSET_NOT_PLAYABLE``."""
+    if is_playable(asset.status, asset.renditions):
         return
     raise Conflict(
         f"the asset cannot be played yet (it is {asset.status})",

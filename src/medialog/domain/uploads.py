@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from urllib.parse import quote
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from medialog.domain.errors import PayloadTooLarge, ValidationError
 

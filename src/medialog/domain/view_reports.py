@@ -1,5 +1,5 @@
-"""Rules at the edge of engagement: who may see an asset's engagement, what a playback report may
-say, and how an anonymous viewer is named. Pure functions."""
+"""Rules at the edge of engagement: what a playback report may say, and how an anonymous viewer
+is named (who may engage at all: ``medialog.domain.access``). Pure functions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from medialog.domain.access import AssetFacts
 from medialog.domain.errors import ValidationError
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -19,9 +20,6 @@ UNKNOWN_DURATION_MAX_S = 600.0  # … or this much when the duration is not know
 DEVICE_MAX = 64
 REFERRER_MAX = 1024
 FIELDS = frozenset({"session_id", "watch_seconds", "position", "device", "country", "referrer"})
-GONE_STATUSES = frozenset({"deleted", "expired"})  # gone for everyone, owners too
-# Not shown to anyone but the owner and admins by GET /v1/assets/{id}: nothing there yet, or gone
-HIDDEN_FROM_OTHERS = GONE_STATUSES | {"awaiting_upload"}
 # ISO 3166-1 alpha-2, officially assigned codes (249).
 _COUNTRY_CODES = """
 AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
@@ -37,13 +35,11 @@ COUNTRIES = frozenset(_COUNTRY_CODES.split())
 
 
 @dataclass(frozen=True, kw_only=True)
-class AssetRef:
-    """What engagement needs to know of an asset (from the ``assets`` read model)."""
+class AssetRef(AssetFacts):
+    """What engagement and streaming need to know of an asset (from the ``assets`` read model):
+    its access facts, its id and its duration."""
 
     asset_id: str
-    owner_id: str
-    status: str
-    visibility: str
     duration_s: float | None
 
 

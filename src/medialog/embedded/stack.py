@@ -38,10 +38,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from medialog.embedded.kafka_broker import KafkaBroker, new_cluster_id
 from medialog.embedded.postgres import PG_USER, Postgres, user_can_reach
 from medialog.embedded.processes import EmbeddedError, free_port, port_is_free
 from medialog.embedded.seaweedfs import SeaweedFS, SeaweedPorts
-from medialog.embedded.kafka_broker import KafkaBroker, new_cluster_id
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class EmbeddedStack:
                  self.data_dir)
 
     def _acquire_lock(self) -> None:
-        lock = open(self.data_dir / "stack.lock", "w")  # noqa: SIM115 - held until stop()
+        lock = open(self.data_dir / "stack.lock", "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -9,15 +9,26 @@ from typing import Any
 
 from medialog.domain.events.access import ACCESS_EVENTS, PlaybackIssued
 from medialog.domain.events.asset import (
-    ASSET_EVENTS, AssetDeleted, MetadataUpdated, Promoted, RenditionCompleted, TranscodeCompleted,
-    TranscodeFailed, TranscodeRequested, TranscodeStarted, UploadCompleted, UploadExpired,
+    ASSET_EVENTS,
+    AssetDeleted,
+    MetadataUpdated,
+    Promoted,
+    RenditionCompleted,
+    TranscodeCompleted,
+    TranscodeFailed,
+    TranscodeRequested,
+    TranscodeStarted,
+    UploadCompleted,
+    UploadExpired,
     UploadRequested,
 )
 from medialog.domain.events.engagement import ENGAGEMENT_EVENTS, Liked, Unliked
 from medialog.domain.events.views import VIEW_EVENTS, ViewReported
 
 DomainEvent = Any  # one of EVENT_CLASSES; each carries TYPE, VERSION and SOURCE
-EVENT_CLASSES: tuple[type[Any], ...] = (*ASSET_EVENTS, *ENGAGEMENT_EVENTS, *VIEW_EVENTS, *ACCESS_EVENTS)
+EVENT_CLASSES: tuple[type[Any], ...] = (
+    *ASSET_EVENTS, *ENGAGEMENT_EVENTS, *VIEW_EVENTS, *ACCESS_EVENTS,
+)
 
 __all__ = [
     "EVENT_CLASSES", "DomainEvent", "AssetDeleted", "Liked", "MetadataUpdated", "PlaybackIssued",

@@ -1,4 +1,5 @@
-"""Wake waiting requests when PostgreSQL says something changed (LISTEN/NOTIFY).
+"""Wake waiters when PostgreSQL says something changed (LISTEN/NOTIFY): requests waiting for an
+outcome (``Prefer: wait``), the transcode runner waiting for the asset actor's decisions.
 
 One listening connection per process. ``wait_until`` waiters (``Prefer: wait``) are woken by
 every notification and re-check their own condition: cheap at their scale, and never misses a

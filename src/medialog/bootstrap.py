@@ -1,0 +1,115 @@
+"""The composition root: given the settings and the roles, it builds what a process runs — the
+HTTP application (``medialog.api.app``), the Faust app with the actors' and workers' agents, and
+the projections' readers — and is the only module that imports ``api``, ``streams`` and
+``projections``, which never import each other (``tests/unit/test_import_contract.py``).
+
+The registries live here: which agents and which projections each role runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import faust
+from aiohttp import web
+
+from medialog.api import keys
+from medialog.api.access_log import AccessLog
+from medialog.api.app import create_app
+from medialog.config import Role, Settings
+from medialog.runtime.deps import Deps
+
+__all__ = ["AccessLog", "build", "rebuild_engagement", "rederive_analytics"]
+
+FAUST_ROLES: frozenset[Role] = frozenset({"actors", "workers"})
+PROJECTION_ROLES: frozenset[Role] = frozenset({"projections", "analytics"})
+FAUST = web.AppKey("faust", faust.App)
+Reader = Callable[[], Awaitable[None]]
+
+
+def build(settings: Settings, roles: frozenset[Role], *,
+          peers: Mapping[str, str] | None = None) -> web.Application:
+    """The application of a process running ``roles``: ``peers`` are the ``/health/ready`` URLs
+    of the processes it runs with (``medialog dev``'s roles process)."""
+    app = create_app(settings, roles, peers=peers)
+    if roles & FAUST_ROLES:
+        app.cleanup_ctx.append(_streams)
+    if roles & PROJECTION_ROLES:
+        app.cleanup_ctx.append(_projections)
+    return app
+
+
+def deps_of(app: web.Application) -> Deps:
+    """What agents and projections need, from the clients the application opened."""
+    return Deps(settings=app[keys.SETTINGS], pool=app[keys.PG], blobs=app[keys.BLOBS],
+                publisher=app[keys.PUBLISHER], notifier=app[keys.NOTIFIER],
+                analytics=app.get(keys.ANALYTICS),
+                lags=app[keys.LAGS])
+
+
+def faust_app_of(deps: Deps, roles: set[Role]) -> faust.App:
+    """The Faust app of ``roles`` with their agents registered."""
+    from streams import asset_actor, engagement_actor, janitor, promoter, transcoder
+    from streams.app import faust_app
+
+    app = faust_app(deps.settings, deps.settings.consumer_group_of(roles))
+    if "actors" in roles:
+        asset_actor.register(app, deps)
+        engagement_actor.register(app, deps)
+    if "workers" in roles:
+        promoter.register(app, deps)
+        janitor.register(app, deps)
+        transcoder.register(app, deps)
+    return app
+
+
+def readers(deps: Deps, roles: set[Role]) -> dict[str, Reader]:
+    """The projections the ``roles`` run, by name: each a reader to run until cancelled."""
+    from projections import assets_pg, clickhouse, engagement_pg
+
+    found: dict[str, Reader] = {}
+    if "projections" in roles:
+        found[assets_pg.NAME] = lambda: assets_pg.consume(deps)
+        found[engagement_pg.NAME] = lambda: engagement_pg.consume(deps)
+    if "analytics" in roles:
+        found[clickhouse.NAME] = lambda: clickhouse.consume(deps)
+    return found
+
+
+async def _streams(app: web.Application) -> AsyncIterator[None]:
+    roles: frozenset[Role] = app[keys.ROLES]
+    faust_app = faust_app_of(deps_of(app), set(roles))
+    app[FAUST] = faust_app
+    await faust_app.start()
+    yield
+    await faust_app.stop()
+
+
+async def _projections(app: web.Application) -> AsyncIterator[None]:
+    """Each projection of the roles reads and applies the log in a task of its own."""
+    from projections.reader import supervised
+
+    roles: frozenset[Role] = app[keys.ROLES]
+    tasks = [asyncio.create_task(supervised(name, run), name=name)
+             for name, run in readers(deps_of(app), set(roles)).items()]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def rebuild_engagement(settings: Settings) -> tuple[int, float]:
+    """``medialog rebuild engagement``: (records replayed, seconds)."""
+    from projections.engagement_rebuild import rebuild_with_settings
+
+    report = await rebuild_with_settings(settings)
+    return report.records, report.seconds
+
+
+async def rederive_analytics(settings: Settings) -> tuple[int, dict[str, int], float]:
+    """``medialog rebuild analytics``: (rows re-derived, verdict counts, seconds). Raises a
+    ``RuntimeError`` (``StoreInUse``) while another process has the chDB store open."""
+    from projections.clickhouse_rederive import rederive_with_settings
+
+    done = await rederive_with_settings(settings)
+    return done.rows, dict(done.verdicts), done.seconds
