@@ -17,16 +17,15 @@ caught up, send the same command and the actor applies it once."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import faust
-from botocore.client import BaseClient
 
 from medialog.domain.commands import ExpireUpload
 from medialog.domain.events import AssetDeleted, Promoted, UploadExpired
+from medialog.domain.layout import previews_prefix
 from medialog.envelope import decode_event
 from medialog.runtime.deps import Deps
 from medialog.runtime.handle_once import handle_once
@@ -52,26 +51,10 @@ async def staging_key_of(pool: asyncpg.Pool, asset_id: str) -> str | None:
     return key
 
 
-def delete_prefix(s3: BaseClient, bucket: str, prefix: str) -> int:
-    """Blocking: delete every object under ``prefix``, a page (≤1000) at a time; the count."""
-    removed = 0
-    while True:
-        page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1000)
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if not keys:
-            return removed
-        result = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-        if result.get("Errors"):
-            raise OSError(f"delete_objects in {bucket}: {result['Errors'][:3]}")  # transient
-        removed += len(keys)
-
-
 async def remove_staging(blobs: BlobStore, asset_id: str, key: str | None) -> None:
     if not key:
         raise PermanentFailure(f"no staging key known for {asset_id}")
-    await asyncio.to_thread(
-        blobs.client.delete_object, Bucket=blobs.settings.bucket_staging, Key=key
-    )
+    await blobs.delete(blobs.settings.bucket_staging, key)
     log.info("janitor: removed staging/%s", key)
 
 
@@ -82,8 +65,8 @@ async def clean(deps: Deps, payload: Promoted | UploadExpired | AssetDeleted) ->
         return
     staging = await staging_key_of(deps.pool, payload.asset_id)
     if isinstance(payload, AssetDeleted):
-        removed = await asyncio.to_thread(
-            delete_prefix, blobs.client, blobs.settings.bucket_previews, f"{payload.asset_id}/")
+        removed = await blobs.delete_prefix(blobs.settings.bucket_previews,
+                                            previews_prefix(payload.asset_id))
         log.info("janitor: %s deleted; removed %d preview objects", payload.asset_id, removed)
     await remove_staging(blobs, payload.asset_id, staging)
 

@@ -16,16 +16,15 @@ Position: consumer ``worker.promoter`` in ``consumer_offsets``, stored after the
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
 
 import asyncpg
 import faust
-from botocore.exceptions import ClientError
 
 from medialog.domain.commands import RecordPromotion
+from medialog.domain.errors import Conflict, NotFound
 from medialog.domain.events import UploadCompleted
+from medialog.domain.layout import master_key
 from medialog.envelope import CloudEvent, decode_event
 from medialog.runtime.deps import Deps
 from medialog.runtime.handle_once import handle_once
@@ -40,53 +39,27 @@ CONSUMER = "worker.promoter"
 MAX_COPY_BYTES = 5 * 1024**3  # one CopyObject copies up to 5 GiB (larger needs UploadPartCopy)
 
 
-def master_key_for(asset_id: str, staging_key: str) -> str:
-    """``{asset}/original.{ext}`` in masters, the extension taken from the staging key."""
-    ext = staging_key.rsplit("/", 1)[-1].rpartition(".")[2] or "bin"
-    return f"{asset_id}/original.{ext}"
-
-
-def _error(exc: ClientError) -> tuple[int, str]:
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    return status, str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _copy(blobs: BlobStore, p: UploadCompleted, master_key: str) -> str:
-    """Blocking (run in a thread): "copied", "present" (an earlier run copied it), or raise."""
-    s, s3 = blobs.settings, blobs.client
+async def _copy(blobs: BlobStore, p: UploadCompleted, key: str) -> str:
+    """What the copy found: "copied", "present" (an earlier run copied it) or
+    "staging-missing"; PermanentFailure when the master cannot be made."""
+    s = blobs.settings
     if p.size_bytes > MAX_COPY_BYTES:
         raise PermanentFailure(f"{p.asset_id}: {p.size_bytes} bytes is over one CopyObject's limit")
     try:
-        s3.copy_object(
-            CopySource={"Bucket": s.bucket_staging, "Key": p.staging_key},
-            CopySourceIfMatch=f'"{p.etag}"',
-            IfNoneMatch="*",
-            Bucket=s.bucket_masters,
-            Key=master_key,
-            MetadataDirective="REPLACE",
-            ContentType=p.content_type,
-            Metadata={"asset-id": p.asset_id, "source-etag": p.etag},
-        )
+        await blobs.copy_if_absent(s.bucket_staging, p.staging_key, s.bucket_masters, key,
+                                   src_etag=p.etag, content_type=p.content_type,
+                                   metadata={"asset-id": p.asset_id, "source-etag": p.etag})
         return "copied"
-    except ClientError as exc:
-        status, code = _error(exc)
-        if status not in (404, 412) and code not in ("NoSuchKey", "PreconditionFailed"):
-            raise
-        cause = "missing" if status == 404 or code == "NoSuchKey" else "precondition"
-    try:
-        head: dict[str, Any] = s3.head_object(Bucket=s.bucket_masters, Key=master_key)
-    except ClientError as exc:
-        if _error(exc)[0] != 404:
-            raise
-        head = {}
-    if head:
-        same = (int(head["ContentLength"]) == p.size_bytes
-                and head.get("Metadata", {}).get("source-etag") == p.etag)
-        if same:
+    except (NotFound, Conflict) as exc:
+        cause = "missing" if isinstance(exc, NotFound) else "precondition"
+    head = await blobs.head(s.bucket_masters, key)
+    if head is not None:
+        source_etag = head.metadata.get("source-etag")
+        if head.size == p.size_bytes and source_etag == p.etag:
             return "present"
         raise PermanentFailure(
-            f"masters/{master_key} exists with other content ({head['ContentLength']} bytes, "
-            f"source etag {head.get('Metadata', {}).get('source-etag')!r}); not overwritten")
+            f"masters/{key} exists with other content ({head.size} bytes, "
+            f"source etag {source_etag!r}); not overwritten")
     if cause == "missing":
         return "staging-missing"
     raise PermanentFailure(
@@ -103,18 +76,18 @@ async def _asset_gone(pool: asyncpg.Pool, asset_id: str) -> bool:
 
 async def promote(deps: Deps, send: SendCommand, event: CloudEvent, p: UploadCompleted) -> str:
     """Copy staging → masters and send ``RecordPromotion``; return what the copy found."""
-    master_key = master_key_for(p.asset_id, p.staging_key)
-    result = await asyncio.to_thread(_copy, deps.blobs, p, master_key)
+    key = master_key(p.asset_id, p.staging_key)
+    result = await _copy(deps.blobs, p, key)
     if result == "staging-missing":
         if await _asset_gone(deps.pool, p.asset_id):
             log.info("promoter: %s was deleted before its promotion; nothing to do", p.asset_id)
             return result
         raise PermanentFailure(f"staging/{p.staging_key} is gone and no master was made")
-    command = RecordPromotion(master_key=master_key, size_bytes=p.size_bytes,
+    command = RecordPromotion(master_key=key, size_bytes=p.size_bytes,
                               job_id=derived_id("transcode-job", event.id))
     meta = system_meta(derived_id("promotion", event.id), "promoter", event.correlationid)
     await send(p.asset_id, command, meta)
-    log.info("promoter: %s → masters/%s (%s)", p.asset_id, master_key, result)
+    log.info("promoter: %s → masters/%s (%s)", p.asset_id, key, result)
     return result
 
 

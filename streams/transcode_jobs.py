@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from medialog.domain.events.asset import Rendition
+from medialog.domain.layout import preview_key, rendition_path
 from streams.transcode.ladder import Rung, bandwidth
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def rendition_of(asset_id: str, rung: Rung) -> Rendition:
     """The domain's view of a finished rung; keys are relative to the previews bucket."""
     return Rendition(
         name=rung.name,
-        playlist_key=f"{asset_id}/hls/{rung.playlist}",
+        playlist_key=preview_key(asset_id, rendition_path(rung.name)),
         bandwidth=bandwidth(rung),
         codecs=rung.codecs,
         width=rung.width or None,

@@ -22,13 +22,22 @@ from medialog import outcomes
 from medialog.config import Settings
 from medialog.domain.commands import CompleteTranscode, RecordRendition, StartTranscode
 from medialog.domain.errors import Unavailable
+from medialog.domain.layout import (
+    HLS_DIR,
+    MASTER_PLAYLIST,
+    PLAYLIST,
+    THUMBNAIL,
+    content_type_for,
+    preview_key,
+    previews_prefix,
+    rendition_path,
+    rung_of_uri,
+)
 from medialog.outcomes import Outcome
 from medialog.runtime.notifier import Notifier
-from medialog.signing import content_type_for
 from medialog.storage import BlobStore
-from streams.janitor import delete_prefix
 from streams.transcode.ladder import Rung, plan_ladder
-from streams.transcode.pipeline import HLS_DIR, TranscodeResult, transcode
+from streams.transcode.pipeline import TranscodeResult, transcode
 from streams.transcode.probe import probe
 from streams.transcode_jobs import (
     TranscodeJob,
@@ -112,8 +121,7 @@ class JobRunner:
         started = time.monotonic()
         src = work / f"source{PurePosixPath(job.master_key).suffix.lower()}"
         src.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self.blobs.client.download_file, s.bucket_masters,
-                                job.master_key, str(src))
+        await self.blobs.download_file(s.bucket_masters, job.master_key, src)
         info = await probe(src, s.ffprobe_bin, timeout_s=s.transcode_timeout_s)
         rungs = job.rungs or [r.name for r in plan_ladder(info)]
         start = await self.command(job, "start", StartTranscode(
@@ -139,8 +147,8 @@ class JobRunner:
         complete = await self.command(job, "complete", CompleteTranscode(
             job_id=job.job_id,
             renditions=[rendition_of(a, r) for r in result.renditions],
-            master_playlist_key=f"{a}/{result.master_key}" if result.master_key else None,
-            thumbnail_key=f"{a}/{result.thumbnail_key}" if result.thumbnail_key else None,
+            master_playlist_key=preview_key(a, result.master_key) if result.master_key else None,
+            thumbnail_key=preview_key(a, result.thumbnail_key) if result.thumbnail_key else None,
             duration_s=result.duration_s, width=result.width, height=result.height,
             probe=probe_summary(result.media),
         ))
@@ -149,8 +157,8 @@ class JobRunner:
                  a, time.monotonic() - started, ", ".join(r.name for r in result.renditions) or "-")
 
     async def remove_previews(self, asset_id: str) -> int:
-        return await asyncio.to_thread(delete_prefix, self.blobs.client,
-                                       self.settings.bucket_previews, f"{asset_id}/")
+        return await self.blobs.delete_prefix(self.settings.bucket_previews,
+                                              previews_prefix(asset_id))
 
     async def upload(self, files: list[tuple[Path, str]]) -> None:
         """Upload local files to previews keys, a few at a time, each with its content type."""
@@ -159,8 +167,8 @@ class JobRunner:
 
         async def one(path: Path, key: str) -> None:
             async with limit:
-                await asyncio.to_thread(self.blobs.client.upload_file, str(path), bucket, key,
-                                        ExtraArgs={"ContentType": content_type_for(key)})
+                await self.blobs.upload_file(path, bucket, key,
+                                             content_type=content_type_for(key))
 
         await asyncio.gather(*(one(p, k) for p, k in files))
 
@@ -180,17 +188,18 @@ class _Previews:
     sent_master: str = ""
     sent_thumb: bool = False
 
-    def _key(self, rel: str) -> str:
-        return f"{self.job.asset_id}/{rel}"
+    def _key(self, path: str) -> str:
+        return preview_key(self.job.asset_id, path)
 
     async def rung_done(self, rung: Rung) -> None:
         await asyncio.shield(self.accepted)
         rung_dir = self.out / HLS_DIR / rung.name
         files = sorted(p for p in rung_dir.iterdir() if p.is_file())
-        segments = [p for p in files if p.name != "index.m3u8"]
-        rel = f"{HLS_DIR}/{rung.name}"
-        await self.runner.upload([(p, self._key(f"{rel}/{p.name}")) for p in segments])
-        await self.runner.upload([(rung_dir / "index.m3u8", self._key(f"{rel}/index.m3u8"))])
+        segments = [p for p in files if p.name != PLAYLIST]
+        await self.runner.upload(
+            [(p, self._key(rendition_path(rung.name, p.name))) for p in segments])
+        playlist = rendition_path(rung.name)
+        await self.runner.upload([(self.out / playlist, self._key(playlist))])
         self.uploaded.add(rung.name)
         await self._thumb()
         await self._master()
@@ -198,18 +207,18 @@ class _Previews:
             job_id=self.job.job_id, rendition=rendition_of(self.job.asset_id, rung)))
 
     async def _thumb(self) -> None:
-        thumb = self.out / "thumb.jpg"
+        thumb = self.out / THUMBNAIL
         if not self.sent_thumb and thumb.is_file():
-            await self.runner.upload([(thumb, self._key("thumb.jpg"))])
+            await self.runner.upload([(thumb, self._key(THUMBNAIL))])
             self.sent_thumb = True
 
     async def _master(self) -> None:
-        path = self.out / HLS_DIR / "master.m3u8"
+        path = self.out / MASTER_PLAYLIST
         text = path.read_text() if path.is_file() else ""
-        listed = {ln.split("/", 1)[0] for ln in text.splitlines() if ln and not ln.startswith("#")}
+        listed = {rung_of_uri(ln) for ln in text.splitlines() if ln and not ln.startswith("#")}
         if not text or text == self.sent_master or not (listed & self.job_rungs) <= self.uploaded:
             return
-        await self.runner.upload([(path, self._key(f"{HLS_DIR}/master.m3u8"))])
+        await self.runner.upload([(path, self._key(MASTER_PLAYLIST))])
         self.sent_master = text
 
     async def finish(self, result: TranscodeResult) -> None:

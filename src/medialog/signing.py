@@ -51,11 +51,11 @@ from types import MappingProxyType
 from urllib.parse import unquote
 
 from medialog.domain.errors import Forbidden, ValidationError
+from medialog.domain.layout import MASTER_PLAYLIST
 
 __all__ = [
     "MIN_SECRET_BYTES",
     "SigningKeys",
-    "content_type_for",
     "parse_range",
     "safe_object_path",
     "sign_stream",
@@ -237,7 +237,7 @@ def stream_url(
     keys: SigningKeys,
     asset_id: str,
     expires: int,
-    path: str = "hls/master.m3u8",
+    path: str = MASTER_PLAYLIST,
     client_ip: str | None = None,
 ) -> str:
     """Return ``{base_url}/v1/stream/{asset_id}/{expires}/{token}/{path}``.
@@ -421,31 +421,3 @@ def _unsatisfiable(size: int) -> ValidationError:
         code=RANGE_NOT_SATISFIABLE,
         details=[{"size": size}],
     )
-
-
-_CONTENT_TYPES: Mapping[str, str] = MappingProxyType(
-    {
-        "m3u8": "application/vnd.apple.mpegurl",
-        "ts": "video/mp2t",
-        "m4s": "video/iso.segment",
-        "mp4": "video/mp4",
-        "aac": "audio/aac",
-        "jpg": "image/jpeg",
-        "jpeg": "image/jpeg",
-        "png": "image/png",
-    }
-)
-
-
-def content_type_for(path: str) -> str:
-    """The ``Content-Type`` for an object path, by its (case-insensitive) extension.
-
-    ``.m3u8`` application/vnd.apple.mpegurl, ``.ts`` video/mp2t, ``.m4s`` video/iso.segment,
-    ``.mp4`` video/mp4, ``.aac`` audio/aac, ``.jpg``/``.jpeg`` image/jpeg, ``.png`` image/png;
-    anything else application/octet-stream.
-    """
-    name = path.rsplit("/", 1)[-1]
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        return "application/octet-stream"
-    return _CONTENT_TYPES.get(ext.lower(), "application/octet-stream")

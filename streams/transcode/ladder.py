@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medialog.domain.layout import PLAYLIST, rendition_uri
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -84,7 +86,7 @@ class Rung:
     @property
     def playlist(self) -> str:
         """Playlist path relative to the HLS directory (the URI used in the master)."""
-        return f"{self.name}/index.m3u8"
+        return rendition_uri(self.name)
 
     @property
     def pixels(self) -> int:
@@ -154,7 +156,7 @@ def hls_output_args(out: Path) -> list[str]:
     return [
         "-f", "hls", "-hls_time", str(HLS_TIME_S), "-hls_playlist_type", "vod",
         "-hls_list_size", "0", "-hls_segment_type", "mpegts",
-        "-hls_segment_filename", str(out / SEGMENT_PATTERN), str(out / "index.m3u8"),
+        "-hls_segment_filename", str(out / SEGMENT_PATTERN), str(out / PLAYLIST),
     ]  # fmt: skip
 
 

@@ -1,8 +1,8 @@
 """The transcode pipeline: probe, HLS ladder, master playlist, thumbnail, into a local directory.
 
-Layout under ``out_dir`` (= ``previews/{asset}/`` of the storage layout; keys in the result are
-relative to it): ``thumb.jpg``, ``hls/master.m3u8``, ``hls/<rung>/index.m3u8``,
-``hls/<rung>/seg_00000.ts`` …
+Layout under ``out_dir``: the asset's previews as ``medialog.domain.layout`` names them (keys in
+the result are paths relative to it): ``thumb.jpg``, ``hls/master.m3u8``,
+``hls/<rung>/index.m3u8``, ``hls/<rung>/seg_00000.ts`` …
 
 Design (measured with bench/transcode.py, 2 cores): ffmpeg 5.1's HLS muxer writes a VOD
 playlist only at the end and ``split`` feeds all rungs in lockstep, so in ONE process every rung
@@ -39,6 +39,7 @@ from pathlib import Path
 
 import ffmpeg
 
+from medialog.domain.layout import HLS_DIR, MASTER_PLAYLIST, THUMBNAIL, rendition_path
 from streams.transcode.ffmpeg_runner import QUIET, TranscodeError, run_ffmpeg
 from streams.transcode.ladder import (
     Rung,
@@ -53,9 +54,6 @@ from streams.transcode.probe import Kind, MediaInfo, demuxer_args, probe
 
 log = logging.getLogger(__name__)
 
-HLS_DIR = "hls"
-MASTER_KEY = f"{HLS_DIR}/master.m3u8"
-THUMB_KEY = "thumb.jpg"
 THUMB_AT = 0.10  # fraction of the duration
 BACKGROUND_NICE = 10  # CPU priority of the processes encoding the higher rungs
 MIN_COVERAGE = 0.9  # a rung shorter than this share of the probed duration is a failure
@@ -80,7 +78,7 @@ class TranscodeResult:
 
     @staticmethod
     def playlist_key(rung: Rung) -> str:
-        return f"{HLS_DIR}/{rung.playlist}"
+        return rendition_path(rung.name)
 
 
 def ladder_args(
@@ -178,7 +176,7 @@ async def transcode(
         raise TranscodeError(f"no such rung for this {info.kind} source: {unknown}", unknown)
     selected = [r for r in reversed(ladder) if only_rungs is None or r.name in only_rungs]
     out_dir.mkdir(parents=True, exist_ok=True)
-    hls, thumb = out_dir / HLS_DIR, out_dir / THUMB_KEY
+    hls, thumb = out_dir / HLS_DIR, out_dir / THUMBNAIL
     for rung in selected:  # stale segments of an earlier (failed/longer) run must not survive
         shutil.rmtree(hls / rung.name, ignore_errors=True)
         (hls / rung.name).mkdir(parents=True)
@@ -214,9 +212,10 @@ async def transcode(
             # is playable once the lowest rung is reported. Subset re-runs: the full ladder.
             final = task is tasks[-1] or only_rungs is not None
             listed = ladder if final else [r for r in ladder if r in done]
-            tmp = hls / "master.m3u8.tmp"  # atomic: a reader never sees half a master
+            master = out_dir / MASTER_PLAYLIST
+            tmp = master.with_name(f"{master.name}.tmp")  # atomic: no reader sees half a master
             tmp.write_text(master_playlist(listed))
-            tmp.replace(hls / "master.m3u8")
+            tmp.replace(master)
             await _notify(on_rung_done, finished)
     finally:  # an error, a failing callback or cancellation: kill what still runs
         for task in tasks:
@@ -236,7 +235,7 @@ async def transcode(
         height=info.height,
         renditions=tuple(done),
         ladder=tuple(ladder),
-        master_key=MASTER_KEY if ladder else None,
-        thumbnail_key=THUMB_KEY if info.kind != "audio" else None,
+        master_key=MASTER_PLAYLIST if ladder else None,
+        thumbnail_key=THUMBNAIL if info.kind != "audio" else None,
         media=info,
     )

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import boto3
 import pytest
 
 from medialog import outcomes, tracking
@@ -139,7 +140,10 @@ async def test_a_command_decided_on_s3_and_published_before_a_crash_publishes_th
     blobs = BlobStore(settings)
     actor = asset_spec("events.asset", blobs)
     asset_id, key = str(uuid.uuid4()), f"test-crash/{uuid.uuid4()}"
-    await asyncio.to_thread(blobs.client.put_object, Bucket=settings.bucket_staging, Key=key,
+    s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id=settings.s3_access_key.get_secret_value(),
+                      aws_secret_access_key=settings.s3_secret_key.get_secret_value())
+    await asyncio.to_thread(s3.put_object, Bucket=settings.bucket_staging, Key=key,
                             Body=b"\x00" * 64, ContentType="video/mp4")
     topic = f"test.commands.{uuid.uuid4().hex[:8]}"
     owner = "u-crash"
@@ -171,8 +175,7 @@ async def test_a_command_decided_on_s3_and_published_before_a_crash_publishes_th
         await handle_command(actor, pool, publish, request[0], request[1])
         with pytest.raises(RuntimeError, match="died"):
             await handle_command(actor, pool, publish_then_die, complete[0], complete[1])
-        await asyncio.to_thread(blobs.client.delete_object, Bucket=settings.bucket_staging,
-                                Key=key)
+        await blobs.delete(settings.bucket_staging, key)
         assert await blobs.head(settings.bucket_staging, key) is None
         await handle_command(actor, pool, publish, complete[0], complete[1])
         await handle_command(actor, pool, publish, complete[0], complete[1])  # handled: skipped

@@ -28,11 +28,13 @@ from medialog.api.commands import get_command
 from medialog.api.errors import error_middleware
 from medialog.api.queries import SEQUENCE_MAX, parse_history_query, parse_list_query
 from medialog.api.requests import MAX_JSON_BYTES, read_json
-from medialog.api.stream import stream_object
+from medialog.api.streaming import stream_object
+from medialog.config import Settings
 from medialog.domain.errors import ValidationError
 from medialog.domain.playback import parse_params
 from medialog.domain.uploads import check_text
 from medialog.signing import SigningKeys, sign_stream
+from medialog.storage import BlobStore
 
 ASSET = "0b6f7c1e-1a2b-4c3d-8e9f-0123456789ab"
 
@@ -259,13 +261,16 @@ class OneAssetPool:
                 "duration_s": None}
 
 
-class FailingBlobs:
+class FailingS3:
+    """The S3 driver under a real ``BlobStore``, failing every object request with ``exc``."""
+
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
-        self.client = None
 
-    async def head(self, _bucket: str, _key: str) -> None:
+    def head_object(self, **_: Any) -> None:
         raise self.exc
+
+    get_object = head_object
 
 
 def client_error(status: int, code: str) -> ClientError:
@@ -277,11 +282,13 @@ def client_error(status: int, code: str) -> ClientError:
     client_error(403, "403"), client_error(403, "AccessDenied"), client_error(500, "500"),
     client_error(503, "SlowDown"), EndpointConnectionError(endpoint_url="http://s3.invalid"),
 ])
-async def test_the_object_store_failing_while_streaming_is_503(exc: Exception) -> None:
+async def test_the_object_store_failing_while_streaming_is_503(
+        exc: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("medialog.storage.boto3.client", lambda *_, **__: FailingS3(exc))
     app = web.Application(middlewares=[error_middleware])
     app[keys.SIGNING] = KEYS
     app[keys.SETTINGS] = SimpleNamespace(bucket_previews="previews")  # type: ignore[assignment]
-    app[keys.BLOBS] = FailingBlobs(exc)  # type: ignore[assignment]
+    app[keys.BLOBS] = BlobStore(Settings())
     app[keys.PG] = OneAssetPool()  # type: ignore[assignment]
     app.router.add_get("/v1/stream/{asset}/{expires}/{signature}/{path:.*}", stream_object)
     expires = int(time.time()) + 3600

@@ -11,7 +11,6 @@ import pytest
 from medialog.domain.errors import Forbidden, MedialogError, ValidationError
 from medialog.signing import (
     SigningKeys,
-    content_type_for,
     parse_range,
     safe_object_path,
     sign_stream,
@@ -506,28 +505,3 @@ def test_parse_range_unsatisfiable(header: str, size: int) -> None:
 def test_parse_range_rejects_negative_size() -> None:
     with pytest.raises(ValueError):
         parse_range("bytes=0-1", -1)
-
-
-# -- content_type_for ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        ("hls/master.m3u8", "application/vnd.apple.mpegurl"),
-        ("hls/720p/INDEX.M3U8", "application/vnd.apple.mpegurl"),
-        ("hls/720p/seg_00001.ts", "video/mp2t"),
-        ("hls/720p/seg_00001.m4s", "video/iso.segment"),
-        ("hls/720p/init.mp4", "video/mp4"),
-        ("hls/audio/seg.aac", "audio/aac"),
-        ("thumb.jpg", "image/jpeg"),
-        ("thumb.jpeg", "image/jpeg"),
-        ("thumb.png", "image/png"),
-        ("notes.txt", "application/octet-stream"),
-        ("noext", "application/octet-stream"),
-        (".m3u8", "application/octet-stream"),
-        ("hls.m3u8/file", "application/octet-stream"),
-    ],
-)
-def test_content_type_for(path: str, expected: str) -> None:
-    assert content_type_for(path) == expected

@@ -10,7 +10,7 @@ address (as the api sees it: behind a proxy that is the proxy's). The asset must
 (``medialog.domain.playback.check_playable``), else 409 ``ASSET_NOT_PLAYABLE``.
 
 The stream URLs name their audience (``medialog.domain.access.needs_owner_audience``, signed in
-by ``medialog.api.stream.signed_subject``): issued while anyone may read the asset, they stop
+by ``medialog.api.streaming.signed_subject``): issued while anyone may read the asset, they stop
 playing when it is made private or deleted; issued to the owner or an admin of a private asset,
 they play until it is deleted (or they expire).
 
@@ -19,7 +19,6 @@ only once the broker acknowledged it (DESIGN.md rule 4)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from medialog.api.assets import facts_of, readable_asset, viewer_of
 from medialog.api.auth import Principal
 from medialog.api.commands import append_event
 from medialog.api.requests import correlation_id, optional_principal
-from medialog.api.stream import signed_subject
+from medialog.api.streaming import signed_subject
 from medialog.domain.access import may_manage, needs_owner_audience
 from medialog.domain.errors import ValidationError
 from medialog.domain.events import PlaybackIssued
@@ -88,9 +87,9 @@ async def issue_playback(request: web.Request) -> web.Response:
     }
     download = bool(row["master_key"]) and may_manage(viewer, row["owner_id"])
     if download:
-        body["download_url"] = await asyncio.to_thread(
-            request.app[keys.BLOBS].presign_get, settings.bucket_masters, row["master_key"],
-            expires_in=params.expires_in, filename=row["filename"] or None)
+        body["download_url"] = await request.app[keys.BLOBS].presign_get(
+            settings.bucket_masters, row["master_key"], expires_in=params.expires_in,
+            filename=row["filename"] or None)
     await _publish(request, PlaybackIssued(
         asset_id=asset.asset_id, owner_id=row["owner_id"], user_id=who.user_id if who else None,
         expires_at=datetime.fromtimestamp(expires, UTC), ip_bound=client_ip is not None,

@@ -13,7 +13,7 @@ from medialog.api import (
     history,
     keys,
     playback,
-    stream,
+    streaming,
     transcode,
     uploads,
 )
@@ -44,7 +44,8 @@ def setup_routes(app: web.Application, *, api: bool, serve_jwks: bool) -> None:
     app.router.add_get("/v1/commands/{command_id}", commands.get_command)
     app.router.add_post("/v1/assets/{asset_id}/transcode", transcode.request_transcode)
     app.router.add_get("/v1/assets/{asset_id}/playback", playback.issue_playback)
-    app.router.add_get("/v1/stream/{asset}/{expires}/{signature}/{path:.*}", stream.stream_object)
+    app.router.add_get("/v1/stream/{asset}/{expires}/{signature}/{path:.*}",
+                       streaming.stream_object)
     app.router.add_get("/v1/analytics/assets/{asset_id}", analytics.asset_analytics)
     app.router.add_get("/v1/analytics/creators/{creator_id}", analytics.creator_analytics)
     app.router.add_get("/v1/analytics/overview", analytics.overview)

@@ -4,7 +4,6 @@ checks the staging object (HeadObject) and accepts or rejects the completion."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,8 @@ from medialog.api.auth import ADMIN, CREATOR, require
 from medialog.api.commands import command_response, send_command
 from medialog.api.requests import command_id, command_meta, principal, read_json
 from medialog.domain.commands import CompleteUpload, RequestUpload
-from medialog.domain.uploads import staging_key, validate_upload
+from medialog.domain.layout import staging_key
+from medialog.domain.uploads import validate_upload
 from medialog.timefmt import iso
 
 _ASSET_NAMESPACE = uuid.UUID("9f1d2c3b-4a5e-4f60-8172-93a4b5c6d7e8")
@@ -69,8 +69,7 @@ async def create_upload(request: web.Request) -> web.Response:
     if earlier is not None:  # the first request's deadline holds (the actor keeps its command)
         expires_at = earlier["upload_expires_at"]
     if earlier is None or (earlier["status"] == "awaiting_upload" and expires_at > now):
-        body["upload_url"] = await asyncio.to_thread(
-            request.app[keys.BLOBS].presign_put,
+        body["upload_url"] = await request.app[keys.BLOBS].presign_put(
             settings.bucket_staging,
             key,
             content_type=spec.content_type,

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from medialog.domain.access import is_playable
 from medialog.domain.errors import Conflict, ValidationError
+from medialog.domain.layout import MASTER_PLAYLIST, stream_path
 
 MIN_TTL_S = 60
-MASTER_PATH = "hls/master.m3u8"  # stream path of the master playlist, under the asset's prefix
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -29,10 +29,6 @@ class Playable:
     renditions: int
     master_playlist_key: str | None
     thumbnail_key: str | None
-
-    def stream_path(self, key: str) -> str:
-        """A previews key as a path under the asset's stream prefix."""
-        return key.removeprefix(f"{self.asset_id}/")
 
 
 def parse_params(query: Mapping[str, str], *, default_ttl_s: int, max_ttl_s: int) -> PlaybackParams:
@@ -69,9 +65,9 @@ def check_playable(asset: Playable) -> None:
 def hls_path(asset: Playable) -> str | None:
     """The master playlist's stream path, or None when the asset has no HLS (an image)."""
     if asset.master_playlist_key:
-        return asset.stream_path(asset.master_playlist_key)
-    return MASTER_PATH if asset.renditions > 0 else None
+        return stream_path(asset.asset_id, asset.master_playlist_key)
+    return MASTER_PLAYLIST if asset.renditions > 0 else None
 
 
 def thumbnail_path(asset: Playable) -> str | None:
-    return asset.stream_path(asset.thumbnail_key) if asset.thumbnail_key else None
+    return stream_path(asset.asset_id, asset.thumbnail_key) if asset.thumbnail_key else None

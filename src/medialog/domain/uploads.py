@@ -6,7 +6,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from medialog.domain.errors import PayloadTooLarge, ValidationError
 
@@ -138,11 +137,3 @@ def validate_upload(body: Any, *, max_bytes: int) -> UploadSpec:
         size_bytes=size,
         title=title if isinstance(title, str) else default_title,
     )
-
-
-def staging_key(owner_id: str, asset_id: str, extension: str) -> str:
-    """``uploads/{owner}/{asset}/original.{ext}`` in the staging bucket (DESIGN.md layout).
-
-    The owner id comes from a token subject; it is percent-encoded so it can never add a
-    path segment."""
-    return f"uploads/{quote(owner_id, safe='')}/{asset_id}/original.{extension}"

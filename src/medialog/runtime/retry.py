@@ -12,14 +12,14 @@ from typing import TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaError
-from botocore.exceptions import BotoCoreError, ClientError
 from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
+
+from medialog.domain.errors import Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 30.0
-_S3_TRANSIENT = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
 
 class PermanentFailure(Exception):
@@ -27,12 +27,10 @@ class PermanentFailure(Exception):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Unreachable or restarting services, and conflicts a retry resolves (deadlock,
-    serialization): waiting is right. Anything else is a fact about the record."""
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return int(status) >= 500 or exc.response.get("Error", {}).get("Code") in _S3_TRANSIENT
-    return isinstance(exc, (BotoCoreError, KafkaError, OSError, TimeoutError,
+    """Unreachable or restarting services (the object store's failures are ``Unavailable``),
+    and conflicts a retry resolves (deadlock, serialization): waiting is right. Anything else
+    is a fact about the record."""
+    return isinstance(exc, (Unavailable, KafkaError, OSError, TimeoutError,
                             asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                             asyncpg.exceptions.OperatorInterventionError,
                             asyncpg.exceptions.TransactionRollbackError,

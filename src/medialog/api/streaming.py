@@ -4,7 +4,8 @@ prefix (DESIGN.md "Streaming"). The signature is the credential; no Authorizatio
 - The URL is checked on the RAW request path (percent-encoding untouched, decoded exactly once
   by ``safe_object_path``): ``verify_stream`` (403 ``SIGNATURE_INVALID`` / ``SIGNATURE_EXPIRED``),
   then the object path (403 ``PATH_INVALID``: ``..``, ``.``, empty segments, encoded slashes,
-  anything outside ``[A-Za-z0-9._-]``), so a URL never reaches outside ``previews/{asset}/``.
+  anything outside ``[A-Za-z0-9._-]``), so a URL never reaches outside the asset's previews
+  (``medialog.domain.layout.preview_key``).
 - Then the asset must still be there for the URL's audience (``check_streamable``:
   ``medialog.domain.access.may_stream``), else 404 ``ASSET_NOT_FOUND``, as
   ``GET /v1/assets/{id}`` answers whoever may not see it. A URL names its
@@ -25,39 +26,30 @@ prefix (DESIGN.md "Streaming"). The signature is the credential; no Authorizatio
   ``If-None-Match`` (304), ``Accept-Ranges: bytes``, the type by extension, and caching:
   segments are immutable, variant playlists and thumbnails short-lived, the master playlist
   very short-lived while the asset is still processing (it grows as rungs finish).
-- A missing object is 404 ``NOT_FOUND``. Any origin may read (CORS ``*``): web players need it."""
+- A missing object is 404 ``NOT_FOUND``; the store failing is 503 ``STORE_UNAVAILABLE`` (the
+  ``BlobStore``'s own errors). Any origin may read (CORS ``*``): web players need it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from typing import Any
 
 from aiohttp import web
-from botocore.exceptions import BotoCoreError, ClientError
 
 from medialog.api import keys
 from medialog.api.engagement_queries import fetch_asset_ref
 from medialog.api.errors import error_response
 from medialog.domain.access import may_stream, not_found
-from medialog.domain.errors import Forbidden, NotFound, Unavailable, ValidationError
-from medialog.domain.playback import MASTER_PATH
+from medialog.domain.errors import Conflict, Forbidden, NotFound, ValidationError
+from medialog.domain.layout import MASTER_PLAYLIST, content_type_for, is_segment, preview_key
 from medialog.domain.view_reports import AssetRef
-from medialog.signing import (
-    PATH_INVALID,
-    content_type_for,
-    parse_range,
-    safe_object_path,
-    verify_stream,
-)
-from medialog.storage import BlobStore, ObjectHead
+from medialog.signing import PATH_INVALID, parse_range, safe_object_path, verify_stream
+from medialog.storage import BlobStore, ObjectBody, ObjectHead
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 IMMUTABLE = "max-age=31536000, immutable"
-_SEGMENT_TYPES = ("video/mp2t", "video/iso.segment", "audio/aac", "video/mp4")
 _PREFIX_SEGMENTS = 6  # "", "v1", "stream", asset, expires, signature
 # Web players (hls.js) fetch from the page's origin; the signature, not the origin, is the
 # credential, so any origin may read.
@@ -96,27 +88,12 @@ def check_streamable(asset: AssetRef | None, owner_audience: bool) -> AssetRef:
     return asset
 
 
-def _store_unavailable(exc: Exception) -> Unavailable:
-    log.warning("object store error while streaming: %s: %s", type(exc).__name__, exc)
-    return Unavailable("the object store did not answer", code="STORE_UNAVAILABLE")
-
-
-async def _head(blobs: BlobStore, bucket: str, key: str) -> ObjectHead | None:
-    """``BlobStore.head``, with any other S3 answer than the object or "no such key" (403,
-    5xx, unreachable) as 503 ``STORE_UNAVAILABLE``. Only here: the actors tell transient S3
-    errors from permanent ones by the botocore error itself."""
-    try:
-        return await blobs.head(bucket, key)
-    except (ClientError, BotoCoreError) as exc:
-        raise _store_unavailable(exc) from exc
-
-
 def _cache_control(asset: AssetRef, path: str, private: bool) -> str:
     # An IP-bound URL must not serve others from a cache, nor an owner-audience one anyone.
     scope = "private" if private else "public"
-    if content_type_for(path) in _SEGMENT_TYPES:
+    if is_segment(path):
         return f"{scope}, {IMMUTABLE}"
-    if path != MASTER_PATH:
+    if path != MASTER_PLAYLIST:
         return f"{scope}, max-age=60"
     return f"{scope}, max-age={60 if asset.status == 'ready' else 5}"
 
@@ -128,21 +105,14 @@ def _not_modified(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-async def _get(s3: Any, bucket: str, key: str, head: ObjectHead, start: int, end: int) -> Any:
-    """The object's body for bytes start…end, only if it is still the object HEAD described."""
+async def _get(blobs: BlobStore, bucket: str, key: str, head: ObjectHead, start: int,
+               end: int) -> ObjectBody | None:
+    """The object's body for bytes start…end, only if it is still the object HEAD described:
+    None when it was replaced since (a master playlist growing), to start over."""
     try:
-        r = await asyncio.to_thread(s3.get_object, Bucket=bucket, Key=key,
-                                    Range=f"bytes={start}-{end}", IfMatch=f'"{head.etag}"')
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in {"NoSuchKey", "404", "NotFound"}:
-            raise _not_found() from exc
-        if code in {"PreconditionFailed", "412"}:
-            return None  # replaced between HEAD and GET (a master playlist growing): start over
-        raise _store_unavailable(exc) from exc
-    except BotoCoreError as exc:  # unreachable, timed out
-        raise _store_unavailable(exc) from exc
-    return r["Body"]
+        return await blobs.get_range(bucket, key, start, end, etag=head.etag)
+    except Conflict:
+        return None
 
 
 async def stream_object(request: web.Request) -> web.StreamResponse:
@@ -157,11 +127,11 @@ async def stream_object(request: web.Request) -> web.StreamResponse:
     path = safe_object_path(raw_path)
     asset_id, owner_audience = parse_subject(subject)
     asset = check_streamable(await fetch_asset_ref(request.app[keys.PG], asset_id), owner_audience)
-    key = f"{asset_id}/{path}"
+    key = preview_key(asset_id, path)
     settings, blobs = request.app[keys.SETTINGS], request.app[keys.BLOBS]
     cache = _cache_control(asset, path, private=owner_audience or token.split(".")[1] == "i")
     for _ in range(3):
-        head = await _head(blobs, settings.bucket_previews, key)
+        head = await blobs.head(settings.bucket_previews, key)
         if head is None:
             raise _not_found()
         etag = f'"{head.etag}"'
@@ -185,7 +155,7 @@ async def stream_object(request: web.Request) -> web.StreamResponse:
             headers["Content-Range"] = f"bytes {start}-{end}/{head.size}"
         body = None
         if request.method != "HEAD" and head.size > 0:
-            body = await _get(blobs.client, settings.bucket_previews, key, head, start, end)
+            body = await _get(blobs, settings.bucket_previews, key, head, start, end)
             if body is None:
                 continue
         return await _send(request, 206 if wanted else 200, headers, end - start + 1, body)
@@ -193,13 +163,13 @@ async def stream_object(request: web.Request) -> web.StreamResponse:
 
 
 async def _send(request: web.Request, status: int, headers: dict[str, str], length: int,
-                body: Any) -> web.StreamResponse:
+                body: ObjectBody | None) -> web.StreamResponse:
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
     try:
         await resp.prepare(request)
         while body is not None:
-            chunk = await asyncio.to_thread(body.read, CHUNK_BYTES)
+            chunk = await body.read(CHUNK_BYTES)
             if not chunk:
                 break
             await resp.write(chunk)
@@ -208,5 +178,5 @@ async def _send(request: web.Request, status: int, headers: dict[str, str], leng
         log.debug("client went away while streaming %s", request.path)
     finally:
         if body is not None:
-            await asyncio.to_thread(body.close)
+            await body.close()
     return resp
