@@ -245,3 +245,14 @@ async def test_starts_from_a_private_parent() -> None:
         shutil.rmtree(parent, ignore_errors=True)
         if outside is not None:
             shutil.rmtree(outside, ignore_errors=True)
+
+
+async def test_a_data_dir_of_the_previous_embedded_log_is_refused(tmp_path: Path) -> None:
+    """Its read models hold positions in a log Kafka does not have: starting on it would skip
+    the new log's first records, so it is refused before anything starts."""
+    data = tmp_path / "old"
+    data.mkdir()
+    (data / "stack.json").write_text('{"ports": {"s3": 1, "kafka": 2, "postgres": 3}}')
+    with pytest.raises(EmbeddedError, match="make clean"):
+        await EmbeddedStack(data).start()
+    assert not (data / "kafka").exists() and not (data / "postgres").exists()

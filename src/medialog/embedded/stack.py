@@ -98,6 +98,11 @@ class EmbeddedStack:
         state.setdefault("s3_secret_key", secrets.token_urlsafe(30))
         state.setdefault("signing_secret", secrets.token_urlsafe(32))
         state.setdefault("viewer_salt", secrets.token_urlsafe(32))
+        if state.get("ports") and "kafka_cluster_id" not in state:
+            raise EmbeddedError(
+                f"{self.data_dir} was made by an older medialog whose embedded log cannot be "
+                "carried over to Kafka (the read models would skip the new log's first records); "
+                "start from a new data dir: remove it (make clean) or choose another (--data-dir)")
         state.setdefault("stack_id", secrets.token_hex(8))
         state.setdefault("kafka_cluster_id", new_cluster_id())
         state["ports"] = self._choose_ports(state.get("ports", {}))
