@@ -52,7 +52,7 @@ from medialog.config import Settings
 from medialog.embedded.stack import EmbeddedStack
 from medialog.kafka import Lags, new_producer
 from medialog.tracking import Position
-from projections.engagement_pg import BATCH_MAX, BATCH_WITHIN_S
+from projections.postgres.engagement import BATCH_MAX, BATCH_WITHIN_S
 from projections.reader import read
 from streams.app import faust_app, position, raw_topic
 

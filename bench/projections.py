@@ -17,9 +17,9 @@ once, as ours does (without one, every insert first asks for the table's column 
 start from empty tables each repeat; the best repeat counts. Printed: both rates in events/s
 and ours ÷ raw (goal ≥ 0.5; exit status 1 when it is not met).
 
-**PostgreSQL half.** Our counters projection (``engagement_pg.EngagementProjection``) on the
-view and like events of the same workload vs a raw asyncpg ``COPY`` of one row per event; see
-``postgres_half``.
+**PostgreSQL half.** Our counters projection
+(``projections.postgres.engagement.EngagementProjection``) on the view and like events of the
+same workload vs a raw asyncpg ``COPY`` of one row per event; see ``postgres_half``.
 
 Both halves cut the log into batches as large as their reader takes at most (ClickHouse
 ``BATCH_SIZE``, PostgreSQL ``BATCH_MAX``), the raw side into the same batches.
@@ -64,16 +64,16 @@ from medialog.envelope import decode_event, encode_event, make_event, payload_js
 from medialog.migrate import statements
 from medialog.resources import schemas_dir
 from medialog.tracking import Position
-from projections.clickhouse import BATCH_SIZE as CH_BATCH
-from projections.clickhouse import ClickHouseProjection
-from projections.clickhouse_rows import (
+from projections.clickhouse.projection import BATCH_SIZE as CH_BATCH
+from projections.clickhouse.projection import ClickHouseProjection
+from projections.clickhouse.rows import (
     EVENT_COLUMNS,
     VIEW_COLUMNS,
     ViewFold,
     ViewRecord,
     event_row,
 )
-from projections.engagement_pg import BATCH_MAX as PG_BATCH
+from projections.postgres.engagement import BATCH_MAX as PG_BATCH
 
 GOAL = 0.5
 PARTITIONS = 4
@@ -231,7 +231,7 @@ async def _postgres_half(n: int, batch: int, repeats: int) -> tuple[float, float
     from medialog.embedded.postgres import Postgres
     from medialog.embedded.processes import free_port
     from medialog.migrate import migrate_postgres
-    from projections.engagement_pg import NAME, TOPICS, EngagementProjection
+    from projections.postgres.engagement import NAME, TOPICS, EngagementProjection
 
     work = [(pos, raw) for pos, raw in workload(n) if pos.topic in TOPICS]
     chunks = batches(work, batch)

@@ -49,13 +49,15 @@ def deps_of(app: web.Application) -> Deps:
 
 def faust_app_of(deps: Deps, roles: set[Role]) -> faust.App:
     """The Faust app of ``roles`` with their agents registered."""
-    from streams import asset_actor, engagement_actor, janitor, promoter, transcoder
+    from streams import janitor, promoter
+    from streams.actors import asset, engagement
     from streams.app import faust_app
+    from streams.transcode import agents as transcoder
 
     app = faust_app(deps.settings, deps.settings.consumer_group_of(roles))
     if "actors" in roles:
-        asset_actor.register(app, deps)
-        engagement_actor.register(app, deps)
+        asset.register(app, deps)
+        engagement.register(app, deps)
     if "workers" in roles:
         promoter.register(app, deps)
         janitor.register(app, deps)
@@ -65,12 +67,13 @@ def faust_app_of(deps: Deps, roles: set[Role]) -> faust.App:
 
 def readers(deps: Deps, roles: set[Role]) -> dict[str, Reader]:
     """The projections the ``roles`` run, by name: each a reader to run until cancelled."""
-    from projections import assets_pg, clickhouse, engagement_pg
+    from projections.clickhouse import projection as clickhouse
+    from projections.postgres import assets, engagement
 
     found: dict[str, Reader] = {}
     if "projections" in roles:
-        found[assets_pg.NAME] = lambda: assets_pg.consume(deps)
-        found[engagement_pg.NAME] = lambda: engagement_pg.consume(deps)
+        found[assets.NAME] = lambda: assets.consume(deps)
+        found[engagement.NAME] = lambda: engagement.consume(deps)
     if "analytics" in roles:
         found[clickhouse.NAME] = lambda: clickhouse.consume(deps)
     return found
@@ -100,7 +103,7 @@ async def _projections(app: web.Application) -> AsyncIterator[None]:
 
 async def rebuild_engagement(settings: Settings) -> tuple[int, float]:
     """``medialog rebuild engagement``: (records replayed, seconds)."""
-    from projections.engagement_rebuild import rebuild_with_settings
+    from projections.postgres.engagement_rebuild import rebuild_with_settings
 
     report = await rebuild_with_settings(settings)
     return report.records, report.seconds
@@ -109,7 +112,7 @@ async def rebuild_engagement(settings: Settings) -> tuple[int, float]:
 async def rederive_analytics(settings: Settings) -> tuple[int, dict[str, int], float]:
     """``medialog rebuild analytics``: (rows re-derived, verdict counts, seconds). Raises a
     ``RuntimeError`` (``StoreInUse``) while another process has the chDB store open."""
-    from projections.clickhouse_rederive import rederive_with_settings
+    from projections.clickhouse.rederive import rederive_with_settings
 
     done = await rederive_with_settings(settings)
     return done.rows, dict(done.verdicts), done.seconds

@@ -2,7 +2,7 @@
 
 When ``Settings.jwt_private_key_file`` is set, medialog holds one RSA key, serves its public half
 as a JWKS document at ``/.well-known/jwks.json`` and can mint RS256 access tokens that
-``medialog.api.auth.TokenVerifier`` accepts.
+``medialog.api.auth.verifier.TokenVerifier`` accepts.
 
 Contracts:
 
@@ -16,7 +16,7 @@ Contracts:
 * ``public_jwks(private_key)`` is ``{"keys": [{kty, n, e, kid, use: "sig", alg: "RS256"}]}``;
   it never carries private members.
 * ``VIEWER``/``CREATOR``/``ADMIN`` (``KNOWN_ROLES``) are the role names tokens carry in the
-  ``roles`` claim; ``medialog.api.auth`` re-exports them.
+  ``roles`` claim; ``medialog.api.auth.principal`` re-exports them.
 * ``mint_token(...)`` signs RS256 with a ``kid`` header and the claims iss, aud, sub, iat, nbf,
   exp (= iat + ttl_s), jti (random) and ``roles`` (a list of known roles, duplicates removed).
   Unknown roles, an empty role list, an empty user or a non-positive ttl raise ``ValueError``.
@@ -61,8 +61,9 @@ log = logging.getLogger(__name__)
 KEY_BITS = 2048
 _ALGORITHM = "RS256"
 
-# The token vocabulary, shared with ``medialog.api.auth`` (which re-exports it). It lives here,
-# in a module importing nothing from medialog, so neither module can form an import cycle.
+# The token vocabulary, shared with ``medialog.api.auth.principal`` (which re-exports it). It
+# lives here, in a module importing nothing from medialog, so neither module can form an import
+# cycle.
 VIEWER: Final = "viewer"
 CREATOR: Final = "creator"
 ADMIN: Final = "admin"

@@ -24,7 +24,7 @@ from medialog.domain.views import ViewRule
 from medialog.envelope import encode_event, make_event
 from medialog.migrate import migrate_clickhouse
 from medialog.tracking import Position
-from projections.clickhouse import POSITION_COLUMNS, ClickHouseProjection, Inserter
+from projections.clickhouse.projection import POSITION_COLUMNS, ClickHouseProjection, Inserter
 
 pytestmark = pytest.mark.integration
 RULE = ViewRule(threshold_s=10, window_s=3600)

@@ -28,9 +28,9 @@ from medialog.domain.views import Report, ViewRule, replay
 from medialog.envelope import encode_event, make_event
 from medialog.migrate import migrate_clickhouse
 from medialog.tracking import Position
-from projections.clickhouse import ClickHouseProjection, derive_before_consuming
-from projections.clickhouse_rederive import read_recorded, rederive
-from projections.clickhouse_rows import VIEW_COLUMNS, utc
+from projections.clickhouse.projection import ClickHouseProjection, derive_before_consuming
+from projections.clickhouse.rederive import read_recorded, rederive
+from projections.clickhouse.rows import VIEW_COLUMNS, utc
 
 pytestmark = pytest.mark.integration
 OLD = ViewRule(threshold_s=10, window_s=3600)

@@ -34,8 +34,8 @@ from medialog.domain.events import (
 from medialog.domain.views import Report, replay
 from medialog.envelope import decode_event, encode_event, make_event
 from medialog.tracking import Position
-from projections.engagement_pg import NAME, EngagementProjection, make_apply, rule_of
-from projections.engagement_rebuild import rebuild
+from projections.postgres.engagement import NAME, EngagementProjection, make_apply, rule_of
+from projections.postgres.engagement_rebuild import rebuild
 from projections.runner import apply_batch
 from tests.kafka_log import read_topic
 

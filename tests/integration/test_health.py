@@ -117,11 +117,12 @@ async def test_ready_reports_each_projections_lag_per_partition(stack, http):
     """The dev stack's readiness names its three projections (the ClickHouse one in the api's
     process, the PostgreSQL ones in its roles process) with every partition they read; idle,
     they have applied everything."""
-    from projections import assets_pg, clickhouse, engagement_pg
+    from projections.clickhouse import projection as clickhouse
+    from projections.postgres import assets, engagement
 
     partitions = stack.settings().topic_partitions
     wanted = {p.NAME: {f"{t}/{n}" for t in getattr(p, "TOPICS", ("events.asset",))
-                       for n in range(partitions)} for p in (assets_pg, clickhouse, engagement_pg)}
+                       for n in range(partitions)} for p in (assets, clickhouse, engagement)}
 
     async def settled() -> dict[str, Any]:
         for _ in range(100):

@@ -21,8 +21,8 @@ from medialog.envelope import decode_event, encode_command, encode_event, make_e
 from medialog.storage import BlobStore
 from medialog.tracking import Position
 from projections.runner import apply_batch, apply_or_skip
-from streams.actor import handle_command, handle_or_give_up
-from streams.asset_actor import spec as asset_spec
+from streams.actors.asset import spec as asset_spec
+from streams.actors.runner import handle_command, handle_or_give_up
 
 pytestmark = pytest.mark.integration
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)

@@ -26,16 +26,10 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from medialog.api.auth import (
-    ADMIN,
-    CREATOR,
-    VIEWER,
-    Principal,
-    TokenVerifier,
-    bearer_token,
-    parse_jwks,
-    require,
-)
+from medialog.api.auth.bearer import bearer_token
+from medialog.api.auth.jwks import parse_jwks
+from medialog.api.auth.principal import ADMIN, CREATOR, VIEWER, Principal, require
+from medialog.api.auth.verifier import TokenVerifier
 from medialog.config import Settings
 from medialog.domain.errors import Forbidden, Unauthenticated
 from medialog.issuer import key_id, mint_token, public_jwks

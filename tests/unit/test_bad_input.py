@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from medialog.api import keys
-from medialog.api.auth import Principal
+from medialog.api.auth.principal import Principal
 from medialog.api.commands import get_command
 from medialog.api.errors import error_middleware
 from medialog.api.queries import SEQUENCE_MAX, parse_history_query, parse_list_query

@@ -15,8 +15,8 @@ from medialog.domain.events import Liked, ViewReported
 from medialog.domain.views import SessionState, ViewRule
 from medialog.envelope import make_event
 from medialog.tracking import Position
-from projections.clickhouse_rederive import Cursor, Recorded, cursor_json, parse_cursor, start_at
-from projections.clickhouse_rows import (
+from projections.clickhouse.rederive import Cursor, Recorded, cursor_json, parse_cursor, start_at
+from projections.clickhouse.rows import (
     EVENT_COLUMNS,
     STORED_COLUMNS,
     VIEW_COLUMNS,
@@ -261,7 +261,7 @@ class FakeClickHouse:
 
 def test_the_projection_caches_sessions_and_stays_exact() -> None:
     from medialog.envelope import encode_event
-    from projections.clickhouse import ClickHouseProjection
+    from projections.clickhouse.projection import ClickHouseProjection
 
     log = [record(i, 3.0, session=f"s{i % 3}") for i in range(40)]
     whole = ViewFold(RULE, {}, {})

@@ -44,11 +44,12 @@ def test_each_projection_reads_in_a_group_of_its_own() -> None:
     from medialog.bootstrap import readers
     from medialog.kafka import Lags
     from medialog.runtime.deps import Deps
-    from projections import assets_pg, clickhouse, engagement_pg
+    from projections.clickhouse import projection as clickhouse
+    from projections.postgres import assets, engagement
     from projections.reader import group_of
 
     s = Settings(consumer_group="ml")
-    groups = {group_of(s, p.NAME) for p in (assets_pg, engagement_pg, clickhouse)}
+    groups = {group_of(s, p.NAME) for p in (assets, engagement, clickhouse)}
     assert groups == {"ml.projection.assets", "ml.projection.engagement",
                       "ml.projection.clickhouse"}
     faust = {s.consumer_group_of(roles) for n in range(1, len(ALL_ROLES) + 1)
@@ -56,6 +57,6 @@ def test_each_projection_reads_in_a_group_of_its_own() -> None:
     assert not groups & faust
     deps = Deps(settings=s, pool=None, blobs=None, publisher=None,  # type: ignore[arg-type]
                 notifier=None, analytics=None, lags=Lags())  # type: ignore[arg-type]
-    assert set(readers(deps, {"projections", "actors"})) == {assets_pg.NAME, engagement_pg.NAME}
+    assert set(readers(deps, {"projections", "actors"})) == {assets.NAME, engagement.NAME}
     assert set(readers(deps, {"api", "analytics"})) == {clickhouse.NAME}
     assert readers(deps, {"api", "actors", "workers"}) == {}

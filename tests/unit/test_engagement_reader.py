@@ -1,5 +1,6 @@
-"""The engagement fold's tolerant reader (``projections.engagement_fold.read_raw``) against the
-full decoder: on every record the fold may meet, it reads what ``decode_event`` would give."""
+"""The engagement fold's tolerant reader (``projections.postgres.engagement_fold.read_raw``)
+against the full decoder: on every record the fold may meet, it reads what ``decode_event``
+would give."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from medialog.domain import events as e
 from medialog.domain.views import Report
 from medialog.envelope import dataschema_uri, decode_event, encode_event, make_event
-from projections.engagement_fold import (
+from projections.postgres.engagement_fold import (
     READER_SCHEMAS,
     LikeIn,
     Read,

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from medialog.api.auth import ADMIN, CREATOR, KNOWN_ROLES, VIEWER
+from medialog.api.auth.principal import ADMIN, CREATOR, KNOWN_ROLES, VIEWER
 from medialog.issuer import (
     ensure_private_key,
     key_id,

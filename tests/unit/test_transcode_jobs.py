@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.transcode.ladder import audio_ladder, video_ladder
-from streams.transcode_jobs import (
+from streams.transcode.jobs import (
     DeadLetter,
     RetryJob,
     TranscodeJob,
@@ -17,6 +16,7 @@ from streams.transcode_jobs import (
     rendition_of,
     terminal_command_ids,
 )
+from streams.transcode.ladder import audio_ladder, video_ladder
 
 JOB = TranscodeJob(job_id="j1", asset_id="a1", master_key="a1/original.mp4", kind="video")
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from medialog.analytics import params, queries
 from medialog.api import keys
 from medialog.api.assets import parse_asset_id
-from medialog.api.auth import ADMIN, require
+from medialog.api.auth.principal import ADMIN, require
 from medialog.api.requests import principal
 from medialog.domain.access import HIDDEN_FROM_OTHERS, LISTED_VISIBILITY
 from medialog.domain.errors import Forbidden, NotFound

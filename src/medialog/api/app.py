@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from medialog.api import health, keys
-from medialog.api.auth import TokenVerifier
+from medialog.api.auth.verifier import TokenVerifier
 from medialog.api.errors import error_middleware
 from medialog.api.routes import setup_routes
 from medialog.clickhouse import Analytics

@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from medialog.api import keys, queries
-from medialog.api.auth import ADMIN, Principal
+from medialog.api.auth.principal import ADMIN, Principal
 from medialog.api.commands import command_response, send_command
 from medialog.api.requests import (
     command_id,

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from medialog import outcomes
 from medialog.api import keys
-from medialog.api.auth import ADMIN, Principal
+from medialog.api.auth.principal import ADMIN, Principal
 from medialog.api.errors import status_of
 from medialog.api.requests import prefer_wait, principal
 from medialog.domain import errors as e

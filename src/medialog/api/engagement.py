@@ -39,7 +39,7 @@ from aiohttp import web
 
 from medialog.api import keys
 from medialog.api.assets import parse_asset_id, viewer_of
-from medialog.api.auth import Principal
+from medialog.api.auth.principal import Principal
 from medialog.api.commands import append_event, outcome, send_command
 from medialog.api.engagement_queries import AssetLookup, fetch_stats
 from medialog.api.requests import (

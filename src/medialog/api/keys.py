@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from medialog.api.auth import TokenVerifier
+from medialog.api.auth.verifier import TokenVerifier
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
 from medialog.kafka import Lags

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from medialog.api import keys
 from medialog.api.assets import facts_of, readable_asset, viewer_of
-from medialog.api.auth import Principal
+from medialog.api.auth.principal import Principal
 from medialog.api.commands import append_event
 from medialog.api.requests import correlation_id, optional_principal
 from medialog.api.streaming import signed_subject

@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from medialog.api import keys
-from medialog.api.auth import Principal, bearer_token
+from medialog.api.auth.bearer import bearer_token
+from medialog.api.auth.principal import Principal
 from medialog.domain.commands import CommandMeta
 from medialog.domain.errors import PayloadTooLarge, Unprocessable, ValidationError
 

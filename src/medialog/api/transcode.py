@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from medialog.api.assets import owned_asset
-from medialog.api.auth import ADMIN
+from medialog.api.auth.principal import ADMIN
 from medialog.api.commands import command_response, send_command
 from medialog.api.requests import command_id, command_meta, principal, read_json
 from medialog.domain.commands import RequestTranscode

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from medialog.api import keys, queries
 from medialog.api.assets import owned_asset
-from medialog.api.auth import ADMIN, CREATOR, require
+from medialog.api.auth.principal import ADMIN, CREATOR, require
 from medialog.api.commands import command_response, send_command
 from medialog.api.requests import command_id, command_meta, principal, read_json
 from medialog.domain.commands import CompleteUpload, RequestUpload

@@ -38,7 +38,7 @@ S = AssetStatus
 GONE = frozenset({S.DELETED, S.EXPIRED})
 TERMINAL = frozenset({S.READY, S.FAILED, S.DELETED, S.EXPIRED})  # until a command moves it on
 # The status each event type leaves an asset in; the other events keep it. ``evolve`` applies
-# it, and the read models (``projections.assets_pg``, the status stream) take it from here.
+# it, and the read models (``projections.postgres.assets``, the status stream) take it from here.
 STATUS_AFTER: Mapping[str, AssetStatus] = MappingProxyType({
     e.UploadRequested.TYPE: S.AWAITING_UPLOAD,
     e.UploadCompleted.TYPE: S.UPLOADED,

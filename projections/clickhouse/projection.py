@@ -26,7 +26,7 @@ often it is replayed. A report whose event id is already stored for its session 
 or seen earlier in the batch (the same report re-published: a duplicate on the log), gets no row
 and does not move the fold — exactly, not only within the rule's memory of recent ids.
 
-**A rule change** re-derives the stored verdicts (``projections.clickhouse_rederive``): the
+**A rule change** re-derives the stored verdicts (``projections.clickhouse.rederive``): the
 projection does it before its reader joins the group, when the rule recorded in ``view_rule`` is
 not its own, then drops its session cache. The new rows replace the old ones of the same event
 ids, so the sessions read is FINAL: until a merge, both versions of a row are in the table.
@@ -54,8 +54,8 @@ from medialog.runtime.deps import Deps
 from medialog.runtime.handle_once import batch_or_skip
 from medialog.runtime.retry import retrying
 from medialog.tracking import Position
-from projections.clickhouse_rederive import rederive
-from projections.clickhouse_rows import (
+from projections.clickhouse.rederive import rederive
+from projections.clickhouse.rows import (
     EVENT_COLUMNS,
     VIEW_COLUMNS,
     SessionKey,

@@ -1,4 +1,4 @@
-"""One attempt of a transcode job: the master from S3 → the pipeline (streams.transcode) → the
+"""One attempt of a transcode job: the master from S3 → the pipeline (``pipeline``) → the
 previews to S3, with the asset actor told each step: StartTranscode, RecordRendition per rung
 (as soon as the rung is uploaded, so playback starts at the lowest rung), CompleteTranscode.
 
@@ -36,16 +36,16 @@ from medialog.domain.layout import (
 from medialog.outcomes import Outcome
 from medialog.runtime.notifier import Notifier
 from medialog.storage import BlobStore
-from streams.transcode.ladder import Rung, plan_ladder
-from streams.transcode.pipeline import TranscodeResult, transcode
-from streams.transcode.probe import probe
-from streams.transcode_jobs import (
+from streams.transcode.jobs import (
     TranscodeJob,
     command_id,
     probe_summary,
     rendition_of,
     terminal_command_ids,
 )
+from streams.transcode.ladder import Rung, plan_ladder
+from streams.transcode.pipeline import TranscodeResult, transcode
+from streams.transcode.probe import probe
 from streams.worker import SendCommand, system_meta
 
 log = logging.getLogger(__name__)

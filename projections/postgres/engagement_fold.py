@@ -2,7 +2,7 @@
 tolerant reader of the fields the fold uses) and grouped by key (``touched``), each session's
 reports folded with the counting rule (``fold_views``) and the like events applied above each
 key's version (``fold_likes``), with the per-asset counter deltas they make.
-``projections.engagement_pg`` reads and writes the rows around it."""
+``projections.postgres.engagement`` reads and writes the rows around it."""
 
 from __future__ import annotations
 

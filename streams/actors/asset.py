@@ -11,7 +11,7 @@ from medialog.domain.asset import Asset, decide, fold
 from medialog.domain.commands import CompleteUpload, ObjectFacts
 from medialog.runtime.deps import Deps
 from medialog.storage import BlobStore
-from streams.actor import ActorSpec, register_actor
+from streams.actors.runner import ActorSpec, register_actor
 
 
 def spec(events_topic: str, blobs: BlobStore) -> ActorSpec[Asset]:

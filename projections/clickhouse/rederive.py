@@ -7,7 +7,7 @@ rule's two columns (``verdict``, ``state``), everything the fold read of its rep
 re-published later got no row). ``events`` has lost that: its sort key is the event id, so once
 merged a re-published report keeps only the position of its last inserted copy, and folding in
 that order would put it in the wrong place. So each session's rows, in log order, are turned
-back into their records (``clickhouse_rows.stored_record``) and folded by the same ``ViewFold``
+back into their records (``rows.stored_record``) and folded by the same ``ViewFold``
 from a new session under the new rule: exactly the rows a replay of the log writes.
 
 **In place, in chunks.** Rows are read in the table's order (asset, viewer, session; then log
@@ -25,7 +25,7 @@ rule counts as derived only once every row is.
 **Safe with the live projection.** ``events`` and ``projection_positions`` are not touched, so
 its positions stay right: records above them are written again by the projection, under its
 rule. Its session cache holds states of its own rule's fold, and the process owning ClickHouse
-re-derives before consuming and then drops that cache (``projections.clickhouse``). chDB is one
+re-derives before consuming and then drops that cache (``projection`` in this package). chDB is one
 process per path, so the command refuses a path in use (``StoreInUse``). A ClickHouse server
 may have several analytics processes: those running the same rule write the same rows as a
 re-derivation, so it may run beside them; every one of them must run the same rule."""
@@ -50,7 +50,7 @@ from medialog.config import Settings
 from medialog.domain.views import SessionState, ViewRule
 from medialog.migrate import migrate_clickhouse
 from medialog.tracking import Position
-from projections.clickhouse_rows import (
+from projections.clickhouse.rows import (
     STORED_COLUMNS,
     VIEW_COLUMNS,
     SessionKey,

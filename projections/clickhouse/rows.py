@@ -8,7 +8,7 @@ so the rows depend only on the log: a replay, batched any way, yields the same r
 
 A ``views`` row also keeps everything the fold read of its report, so ``stored_record`` turns it
 back into that record: folding a session's rows again under another rule re-derives its verdicts
-(``projections.clickhouse_rederive``). For that to be exact the fold reads the report's time at
+(``projections.clickhouse.rederive``). For that to be exact the fold reads the report's time at
 the precision ClickHouse stores it (milliseconds), never the microseconds of the envelope."""
 
 from __future__ import annotations

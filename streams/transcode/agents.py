@@ -43,7 +43,7 @@ from medialog.runtime.retry import retrying
 from medialog.tracking import Position
 from streams.app import position, raw_topic
 from streams.transcode.ffmpeg_runner import TranscodeError
-from streams.transcode_jobs import (
+from streams.transcode.jobs import (
     DeadLetter,
     RetryJob,
     TranscodeJob,
@@ -51,7 +51,7 @@ from streams.transcode_jobs import (
     backoff_s,
     command_id,
 )
-from streams.transcode_runner import JobRefused, JobRunner
+from streams.transcode.runner import JobRefused, JobRunner
 from streams.worker import asset_commands
 
 log = logging.getLogger(__name__)

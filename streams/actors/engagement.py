@@ -8,7 +8,7 @@ import faust
 
 from medialog.domain.engagement import Engagement, decide, fold
 from medialog.runtime.deps import Deps
-from streams.actor import ActorSpec, register_actor
+from streams.actors.runner import ActorSpec, register_actor
 
 NAME = "engagement"  # outcomes._READ_MODELS maps it to the ``likes`` table
 

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from medialog.config import Settings
 from medialog.kafka import partitions_of
 from medialog.tracking import Position
-from projections.engagement_pg import GATE_LOCK, NAME, TOPICS, make_apply, rule_of
+from projections.postgres.engagement import GATE_LOCK, NAME, TOPICS, make_apply, rule_of
 from projections.runner import Apply, apply_batch
 
 log = logging.getLogger(__name__)

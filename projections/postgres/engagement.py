@@ -12,8 +12,9 @@ Exactly once (DESIGN.md rules 2, 3): each batch is one transaction with its offs
 
 Counters change by deltas computed in the same transaction, so they equal the fold of the log.
 The live projection runs ``EngagementProjection``, which also remembers the rows it committed so
-that its next batches need not read them back; the rebuild (``projections.engagement_rebuild``,
-``medialog rebuild engagement``) runs the same fold through ``make_apply`` and the runner.
+that its next batches need not read them back; the rebuild (``engagement_rebuild`` in this
+package, ``medialog rebuild engagement``) runs the same fold through ``make_apply`` and the
+runner.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from medialog.config import Settings
 from medialog.domain.views import SessionState, ViewRule
 from medialog.outcomes import NOTIFY_CHANNEL
 from medialog.runtime.deps import Deps
-from projections.engagement_fold import (
+from projections.postgres.engagement_fold import (
     UNLIKED,
     Delta,
     LikeRow,

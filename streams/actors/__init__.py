@@ -1,0 +1,1 @@
+"""The actors: one owner per aggregate key (asset, engagement), on the shared runner."""
