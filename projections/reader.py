@@ -1,17 +1,17 @@
 """How projections read the log: one plain aiokafka consumer per projection, in the projection's
 own consumer group, handing each ``getmany`` batch to the projection.
 
-Why not a Faust agent, as the actors and workers are: Faust's consumer costs ~100 µs of CPU per
-record read (per message, two tasks and an ``asyncio.wait``, its stream, its sensors), against
-~6 µs for aiokafka's ``getmany`` and ~20 µs for the PostgreSQL projection's whole apply
-(``bench/consume.py``). Projections read every event of their topics, so Faust was what bounded a
+Why not a Faust agent, as the actors and workers are: Faust's consumer costs many times the CPU
+per record read (per message, two tasks and an ``asyncio.wait``, its stream, its sensors) of
+aiokafka's ``getmany``, and more than the PostgreSQL projection's whole apply (see
+``bench/consume.py``). Projections read every event of their topics, so Faust was what bounded a
 projections process, and how fast one caught up after a restart or a rebuild.
 
-Exactly once as with Faust (DESIGN.md rule 2): a batch's effects and its offsets commit in one
-transaction of the projection's store, and records at or below the stored offsets change
-nothing. Kafka's committed offsets only say where to resume reading: they are committed (at most
-every ``COMMIT_EVERY_S``) only for batches applied, so they trail ours and re-delivery is the
-worst case. A partition the group never committed starts from its earliest record."""
+Exactly once as with Faust (docs/architecture.md, rule 2): a batch's effects and its offsets
+commit in one transaction of the projection's store, and records at or below the stored offsets
+change nothing. Kafka's committed offsets only say where to resume reading: they are committed
+(at most every ``COMMIT_EVERY_S``) only for batches applied, so they trail ours and re-delivery
+is the worst case. A partition the group never committed starts from its earliest record."""
 
 from __future__ import annotations
 

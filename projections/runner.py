@@ -1,4 +1,4 @@
-"""Apply a batch of log records to PostgreSQL exactly once (DESIGN.md rule 2, STYLE.md §12).
+"""Apply a batch of log records to PostgreSQL exactly once (docs/architecture.md, rule 2).
 
 The runner opens one transaction, locks the projection's stored offsets for the batch's
 partitions, drops records at or below them (re-delivery), decodes the rest, hands them to the

@@ -2,9 +2,10 @@
 the log with their own consumers: ``projections.reader``). Agents consume through Faust and
 write through the process's one publisher (``medialog.runtime.publisher``).
 
-Correctness never rests on Faust's committed offsets or tables (DESIGN.md rule 1): every agent
-stores its own position in PostgreSQL with its effects and skips what it already handled. Faust's
-offsets only say where to resume reading; they trail ours, so re-delivery is the worst case."""
+Correctness never rests on Faust's committed offsets or tables (docs/architecture.md, rule 1):
+every agent stores its own position in PostgreSQL with its effects and skips what it already
+handled. Faust's offsets only say where to resume reading; they trail ours, so re-delivery is
+the worst case."""
 
 from __future__ import annotations
 

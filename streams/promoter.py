@@ -3,7 +3,7 @@ server side, from staging to the immutable masters bucket, then tells the asset 
 (``RecordPromotion``), which emits ``promoted`` and requests the first transcode job. The
 janitor removes the staging object once ``promoted`` is on the log.
 
-Idempotent throughout (re-delivery is normal, DESIGN.md rule 2):
+Idempotent throughout (re-delivery is normal, docs/architecture.md, rule 2):
 
 - the copy is conditional: only from the staging object the actor validated (``If-Match`` its
   etag) and never over an existing master (``If-None-Match: *``). A master already there with

@@ -5,7 +5,7 @@ Reads ``events.asset``, ``events.engagement``, ``events.views`` and ``events.acc
 verdict of the view-counting rule) and then one insert into ``events`` (every event).
 
 **Why positions live in ClickHouse and not in PostgreSQL.** A ClickHouse insert cannot join a
-PostgreSQL transaction, so "rows and offset in one commit" (STYLE.md §12) is impossible here.
+PostgreSQL transaction, so "rows and offset in one commit" is impossible here.
 Instead (a) every insert is idempotent: both tables are ReplacingMergeTree keyed on the event
 id, a replayed record yields the identical row, and every query reads FINAL, so a row written
 twice changes no figure; and (b) the positions ``(topic, partition, offset)`` go to
@@ -110,7 +110,7 @@ def _offset(record: tuple[Position, bytes]) -> int:
 class Inserter:
     """Inserts into a table through one insert context per (table, columns), made once: an
     insert without one asks ClickHouse for the table's column types first (a ``DESCRIBE``, a
-    query per insert: ~8 % of a batch's apply on chDB, and a round trip to a server). The
+    query per insert: a real share of a batch's apply, and a round trip to a server). The
     types are read when the first insert needs them; the tables do not change while the
     projection runs (migrations run before it starts)."""
 
@@ -121,7 +121,7 @@ class Inserter:
                  columns: Sequence[str]) -> None:
         """Insert ``rows``, then empty the list: clickhouse-connect's insert path leaves
         reference cycles around the rows, which would keep them alive until the cyclic collector
-        runs (measured: a 25-65 ms collection every 7-20 batches of 1,000 events). It empties
+        runs (frequent, costly collections that stall the projection). It empties
         the context after every insert, failed or not, so the next one can use it."""
         key = (table, tuple(columns))
         context = self._contexts.get(key)

@@ -72,7 +72,7 @@ _CHUNK = (f"SELECT {', '.join(STORED_COLUMNS)} FROM views FINAL __AFTER__ ORDER 
 _AFTER = ("WHERE asset_id >= {asset:String} AND (" + _ORDER + ") > ({asset:String}, "
           "{viewer:String}, {session:String}, {topic:String}, {partition:UInt32}, {offset:UInt64})")
 # Read in order with FINAL, a big block makes each chunk read that many rows of every part
-# (measured on chDB: 20k rows in 0.7 s with the default, 0.04 s with 8192, the index granule).
+# of every part; 8192 (the index granule) keeps each chunk's read small.
 _READ_SETTINGS = {"max_block_size": 8192}
 # A chunk spans every month of the history (the table is partitioned by month), and its rows
 # must not be dropped as a repeated block on a replicated table: they replace rows that differ.

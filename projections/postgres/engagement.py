@@ -1,7 +1,7 @@
 """Projection "engagement": ``events.views`` + ``events.engagement`` → ``view_sessions``,
 ``likes`` and ``asset_stats`` in PostgreSQL (what ``/v1/assets/{id}/stats`` and likes read).
 
-Exactly once (DESIGN.md rules 2, 3): each batch is one transaction with its offsets
+Exactly once (docs/architecture.md, rules 2 and 3): each batch is one transaction with its offsets
 (``projections.runner.apply_batch``), so a re-delivered batch changes nothing. Beyond offsets:
 
 * views: a session's reports are folded with the pure rule (``medialog.domain.views``); its
@@ -62,12 +62,12 @@ log = logging.getLogger(__name__)
 NAME = "projection.engagement"
 TOPICS = ("events.views", "events.engagement")
 GATE_LOCK = 0x6D6C656E  # advisory lock: live batches share it, a rebuild takes it alone
-# A batch waits at most 50 ms to fill: at 2,000 reports/s, 200 ms (Faust's take_events here
-# before) put ~230 ms on the p50 lag to the counters and saved no measurable CPU.
+# A batch waits at most 50 ms to fill: a longer wait (Faust's take_events here before) adds
+# to the lag to the counters and saves no CPU worth having (see ``bench/ingest.py``).
 BATCH_MAX, BATCH_WITHIN_S = 2000, 0.05
-# Rows (sessions, likes: each kind) EngagementProjection remembers. A session with its recent
-# report ids weighs ~1.5 KB; players report every few seconds, so at 2,000 reports/s about
-# 10k sessions are live at once.
+# Rows (sessions, likes: each kind) EngagementProjection remembers: enough for the sessions
+# live at once at the target report rate (players report every few seconds), at a bounded
+# memory cost.
 MAX_CACHED_ROWS = 20_000
 PRUNE_EVERY_S = 60.0  # per partition: how often spent sessions are deleted
 _GATE = f"SELECT pg_advisory_xact_lock_shared({GATE_LOCK})"

@@ -27,8 +27,8 @@ def tune_gc() -> None:
     """For a long-running server: move everything alive after start-up out of the collector's
     way (``gc.freeze``) and collect the youngest generation less often. Projections and the
     ingest path allocate many short-lived objects per batch; with the default threshold (700)
-    the collector re-scans them constantly (measured: the ClickHouse projection's Python work
-    673 ms → 458 ms per 20k events)."""
+    the collector re-scans them constantly, which slows each batch's Python work (see
+    ``bench/projections.py``, which runs with these settings)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
@@ -141,8 +141,8 @@ async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object 
     finally:
         log.info("stopping")
         # Draining is bounded: Faust waits for in-flight agent work, a projection's batch in
-        # flight rolls back, and every effect is idempotent (DESIGN.md rule 6), so giving up on
-        # a stuck drain loses nothing.
+        # flight rolls back, and every effect is idempotent (docs/architecture.md, rule 6), so
+        # giving up on a stuck drain loses nothing.
         try:
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT_S)
         except TimeoutError:
@@ -271,7 +271,7 @@ def rebuild(projection: str) -> None:
 @main.command()
 @click.option("--check", is_flag=True, help="only verify; exit 1 if a topic is missing")
 def topics(check: bool) -> None:
-    """Create (or verify) the Kafka topics of DESIGN.md."""
+    """Create (or verify) the Kafka topics (docs/architecture.md, "Topics")."""
     from medialog.kafka import ensure_topics, missing_topics
 
     settings = _settings()

@@ -1,5 +1,5 @@
 """ClickHouse access. The same code talks to a server (``http(s)://``) or to chDB in-process
-(``chdb:///path``; INFRA.md: sync client only, one process per path). The client is
+(``chdb:///path``; sync client only, one process per path). The client is
 synchronous, so every call goes through ``Analytics.run`` on one dedicated thread."""
 
 from __future__ import annotations

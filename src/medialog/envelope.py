@@ -1,6 +1,6 @@
 """The wire formats on the log.
 
-Events are CloudEvents 1.0 in structured JSON mode (DESIGN.md "Events"); the Kafka key is the
+Events are CloudEvents 1.0 in structured JSON mode (docs/events.md); the Kafka key is the
 aggregate id. Commands (internal topics) use a small JSON envelope of their own. Readers upcast
 old payload versions (``UPCASTERS``) and never reject them; unknown event types decode to
 ``None`` so a reader built before a type existed skips it instead of failing.

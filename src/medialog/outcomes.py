@@ -1,6 +1,6 @@
-"""Command outcomes (DESIGN.md rule 5): written by the actor that decided a command, read by
-``GET /v1/commands/{id}``; a command is *projected* once the read model holds the aggregate at
-the version the command produced. Writers NOTIFY so waiting requests wake up."""
+"""Command outcomes (docs/architecture.md, rule 5): written by the actor that decided a command,
+read by ``GET /v1/commands/{id}``; a command is *projected* once the read model holds the
+aggregate at the version the command produced. Writers NOTIFY so waiting requests wake up."""
 
 from __future__ import annotations
 

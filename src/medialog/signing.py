@@ -1,6 +1,6 @@
 """Signed streaming (playback) URLs: pure signing and verification logic, no HTTP framework.
 
-URL shape (DESIGN.md, "Storage layout")::
+URL shape (keys: ``medialog.domain.layout``)::
 
     {base_url}/v1/stream/{asset_id}/{expires}/{token}/{path}
 

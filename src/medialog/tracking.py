@@ -1,4 +1,4 @@
-"""Consumer positions kept with their effects (DESIGN.md rule 2).
+"""Consumer positions kept with their effects (docs/architecture.md, rule 2).
 
 A consumer (a projection or an actor) calls ``lock_positions`` inside its transaction, skips
 records at or below the stored offset, applies the rest, then ``advance``s — all in the same

@@ -21,7 +21,8 @@ def spec(events_topic: str) -> ActorSpec[Engagement]:
         decide=decide,
         fold=fold,
         version=lambda s: s.version,
-        subject=lambda key: key.split("/", 1)[0],  # the asset (DESIGN.md), not "{asset}/{user}"
+        # the asset (docs/events.md), not "{asset}/{user}"
+        subject=lambda key: key.split("/", 1)[0],
     )
 
 

@@ -58,7 +58,7 @@ class ActorSpec(Generic[S]):
     # in, so that ``decide`` stays pure; the command itself when it observed nothing. Called only
     # for commands not handled before.
     prepare: Callable[[S, Any], Awaitable[Any]] | None = None
-    # The CloudEvents subject for an aggregate id (DESIGN.md: the asset), when they differ.
+    # The CloudEvents subject for an aggregate id (docs/events.md: the asset), when they differ.
     subject: Callable[[str], str] = str
     snapshots: TypeAdapter[S] = field(init=False, repr=False)
 
@@ -223,7 +223,7 @@ async def _give_up(spec: ActorSpec[S], pool: asyncpg.Pool, position: Position, r
 
 def register_actor(app: faust.App, deps: Deps, spec: ActorSpec[S], commands_topic: str) -> None:
     """One agent per aggregate type: commands are handled one at a time per partition, so one
-    aggregate key has one owner and one command in flight (DESIGN.md "actors")."""
+    aggregate key has one owner and one command in flight (docs/architecture.md)."""
     from streams.app import position, raw_topic
 
     async def actor(stream: faust.StreamT[bytes]) -> None:

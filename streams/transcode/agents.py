@@ -10,11 +10,12 @@
 - **retry** (jobs.transcode.retry): sleeps until the retry is due (at most
   ``transcode_backoff_max_s``), then puts the attempt back on ``jobs.transcode``.
 
-Positions (DESIGN.md rule 2): each agent stores its offset in PostgreSQL (``medialog.tracking``,
-consumers ``worker.transcode-dispatch``, ``worker.transcoder``, ``worker.transcode-retry``) only
-after its effects were acknowledged, and skips what is at or below it. A job that was running
-when the process died is re-delivered (Faust commits only what the agent finished) and re-run
-from scratch; the job's deterministic command ids make that change nothing twice.
+Positions (docs/architecture.md, rule 2): each agent stores its offset in PostgreSQL
+(``medialog.tracking``, consumers ``worker.transcode-dispatch``, ``worker.transcoder``,
+``worker.transcode-retry``) only after its effects were acknowledged, and skips what is at or
+below it. A job that was running when the process died is re-delivered (Faust commits only what
+the agent finished) and re-run from scratch; the job's deterministic command ids make that
+change nothing twice.
 
 A job blocks nothing but its own agent instance: heartbeats run in the background and Faust
 keeps polling (``broker_max_poll_interval`` bounds the time between polls, not between acks),

@@ -7,7 +7,8 @@
   re-run after a crash sends the same commands and the asset actor applies each once.
 - ``backoff_s``: exponential, capped.
 - ``Watermark``: with several jobs in flight, the offset that may be stored as "handled" is the
-  highest one below every job still running (DESIGN.md rule 2 with out-of-order completion).
+  highest one below every job still running (docs/architecture.md, rule 2, with out-of-order
+  completion).
 """
 
 from __future__ import annotations

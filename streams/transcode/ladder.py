@@ -42,8 +42,8 @@ AAC_LC = "mp4a.40.2"
 # Rate control: -maxrate = bitrate * MAXRATE_FACTOR, -bufsize = bitrate * BUFSIZE_FACTOR.
 MAXRATE_FACTOR = 1.07
 BUFSIZE_FACTOR = 1.5
-# BANDWIDTH = (maxrate + audio) * overhead: peak 2 s segments measured 5-13% over the nominal
-# rate for A/V in MPEG-TS (below these figures). Audio-only TS measured ~10% over (a PES and
+# BANDWIDTH = (maxrate + audio) * overhead: MPEG-TS packaging puts peak segments over the
+# nominal A/V rate, and TS_OVERHEAD covers it. Audio-only TS runs further over (a PES and
 # 188-byte padding per AAC frame) and ffmpeg's AAC rate is not strict: more headroom.
 TS_OVERHEAD = 1.10
 TS_OVERHEAD_AUDIO_ONLY = 1.25

@@ -1,5 +1,5 @@
--- Consumer positions stored with their effects (DESIGN.md rule 2): a projection or actor writes
--- its rows and its (consumer, topic, partition) → offset in one transaction.
+-- Consumer positions stored with their effects (docs/architecture.md, rule 2): a projection or
+-- actor writes its rows and its (consumer, topic, partition) → offset in one transaction.
 CREATE TABLE consumer_offsets (
     consumer   text    NOT NULL,
     topic      text    NOT NULL,
@@ -19,7 +19,7 @@ CREATE TABLE actor_snapshots (
     PRIMARY KEY (actor, aggregate_id)
 );
 
--- What became of each command (DESIGN.md rule 5). Written by the actor that decided it.
+-- What became of each command (docs/architecture.md, rule 5). Written by the actor that decided it.
 CREATE TABLE command_outcomes (
     command_id   text PRIMARY KEY,
     actor        text NOT NULL,

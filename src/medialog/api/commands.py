@@ -1,5 +1,5 @@
 """Writing to the log from the api — commands for actors, and events that need no actor —
-and answering ``GET /v1/commands/{id}`` (DESIGN.md rules 4 and 5)."""
+and answering ``GET /v1/commands/{id}`` (docs/architecture.md, rules 4 and 5)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Anyone who may read the asset (``medialog.domain.access.may_read``: anonymous callers too for
 public and unlisted assets; private ones only for the owner and admins, 404 otherwise) gets
-``hls_url`` (the master playlist under a signed prefix, DESIGN.md "Streaming"),
+``hls_url`` (the master playlist under a signed prefix, docs/api.md "Stream URLs"),
 ``thumbnail_url`` and ``expires_at``; the owner and admins also get ``download_url``, an S3
 presigned GET of the master valid as long. ``expires_in`` is 60 … ``playback_ttl_max_s``
 seconds (default ``playback_ttl_s``); ``bind_ip=true`` binds the stream URLs to the caller's
@@ -15,7 +15,7 @@ playing when it is made private or deleted; issued to the owner or an admin of a
 they play until it is deleted (or they expire).
 
 Each issuance appends ``PlaybackIssued`` to ``events.access`` (key = asset id) and is answered
-only once the broker acknowledged it (DESIGN.md rule 4)."""
+only once the broker acknowledged it (docs/architecture.md, rule 4)."""
 
 from __future__ import annotations
 

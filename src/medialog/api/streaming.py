@@ -1,5 +1,5 @@
 """``GET|HEAD /v1/stream/{asset}/{expires}/{signature}/{path}``: previews objects under a signed
-prefix (DESIGN.md "Streaming"). The signature is the credential; no Authorization header.
+prefix (docs/api.md, "Stream URLs"). The signature is the credential; no Authorization header.
 
 - The URL is checked on the RAW request path (percent-encoding untouched, decoded exactly once
   by ``safe_object_path``): ``verify_stream`` (403 ``SIGNATURE_INVALID`` / ``SIGNATURE_EXPIRED``),
@@ -15,9 +15,9 @@ prefix (DESIGN.md "Streaming"). The signature is the credential; no Authorizatio
   private stops playing for every URL issued while it was readable by others (the owner's too:
   a URL is a bearer credential, the holder is unknown) and keeps playing for the owner-audience
   URLs issued since. Made public again, the earlier URLs play again until they expire. The
-  asset is read from PostgreSQL on every request, uncached (``fetch_asset_ref``: 0.14–0.24 ms,
-  next to 7–10 ms for a segment's S3 HEAD and GET; with a 2 s cache, segment latency and
-  throughput stayed within run-to-run noise), so a change stops playback as soon as the read
+  asset is read from PostgreSQL on every request, uncached (``fetch_asset_ref`` is one indexed
+  read, small next to a segment's S3 HEAD and GET, and a cache did not change segment latency or
+  throughput beyond run-to-run noise), so a change stops playback as soon as the read
   model has it. What a shared cache
   (a CDN) already holds is not reached from here: owner-audience answers are ``private``, so no
   shared cache keeps them; public ones need a purge there.

@@ -4,8 +4,8 @@ The dev process serves the roles that open ClickHouse (``config.CLICKHOUSE_ROLES
 the ClickHouse projection; chDB allows one process per path). The actors, workers and PostgreSQL
 projections run in a child ``medialog run --roles actors,projections,workers``, as production
 runs roles in processes of their own: with every role on one event loop, the api and the agents
-slowed each other down (at 2,000 playback reports/s the lag to PostgreSQL was p50 2–4 s, against
-~0.3 s with the api in a process of its own).
+slowed each other down: the lag from a playback report to PostgreSQL grew several-fold against
+the api in a process of its own (see ``bench/ingest.py``; figures in docs/performance.md).
 
 Contract of :class:`RolesProcess`:
 
