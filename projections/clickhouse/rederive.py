@@ -71,8 +71,8 @@ _CHUNK = (f"SELECT {', '.join(STORED_COLUMNS)} FROM views FINAL __AFTER__ ORDER 
 # The first condition lets the primary key skip what lies before the cursor's asset.
 _AFTER = ("WHERE asset_id >= {asset:String} AND (" + _ORDER + ") > ({asset:String}, "
           "{viewer:String}, {session:String}, {topic:String}, {partition:UInt32}, {offset:UInt64})")
-# Read in order with FINAL, a big block makes each chunk read that many rows of every part
-# of every part; 8192 (the index granule) keeps each chunk's read small.
+# Read in order with FINAL, a big block makes each chunk read that many rows of every part;
+# 8192 (the index granule) keeps each chunk's read small.
 _READ_SETTINGS = {"max_block_size": 8192}
 # A chunk spans every month of the history (the table is partitioned by month), and its rows
 # must not be dropped as a repeated block on a replicated table: they replace rows that differ.

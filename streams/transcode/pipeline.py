@@ -4,13 +4,13 @@ Layout under ``out_dir``: the asset's previews as ``medialog.domain.layout`` nam
 the result are paths relative to it): ``thumb.jpg``, ``hls/master.m3u8``,
 ``hls/<rung>/index.m3u8``, ``hls/<rung>/seg_00000.ts`` …
 
-Design (see ``bench/transcode.py``; figures in docs/performance.md): ffmpeg 5.1's HLS muxer writes a VOD
+Design (see ``bench/transcode.py``): ffmpeg 5.1's HLS muxer writes a VOD
 playlist only at the end and ``split`` feeds all rungs in lockstep, so in ONE process every rung
 completes in the same instant. ``lowest_first`` (default) therefore runs two processes: the
 lowest rung alone (playable well before the rest) and all other rungs in one process
 (``split=N``, one ``-f hls`` output per rung), started at the same time at a lower CPU priority
 so it fills what the first leaves idle (if the semaphore has two free slots; else in turn).
-The price is a second decode of the source: more CPU than one process.
+The price is a second decode of the source: more CPU than one process (see the benchmark).
 ``lowest_first=False`` runs the ladder in one process (as cheap as one plain ffmpeg, but nothing
 is playable before the end). Audio: one process. The thumbnail is one more ``split`` branch of
 the first process (no seek-and-decode of its own).

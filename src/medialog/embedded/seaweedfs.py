@@ -171,7 +171,7 @@ class SeaweedFS:
             text = resp.read().decode()
         missing = on_disk - {int(i) for i in re.findall(r'"Id":\s*(\d+)', text)}
         if missing:
-            # Seen on ~1 warm start in 5: the first heartbeat misses, the next comes ~5 s later.
+            # Seen on some warm starts: the first heartbeat misses; the next one comes later.
             log.debug("S3 up, master does not know volumes %s yet", sorted(missing))
         return not missing
 
