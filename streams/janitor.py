@@ -41,13 +41,11 @@ SWEEP_BATCH = 500
 
 
 async def staging_key_of(pool: asyncpg.Pool, asset_id: str) -> str | None:
-    """The asset's staging key (set on its first event, never changed). The actor's snapshot
-    has it before any later event exists; the read model is the fallback."""
+    """The asset's staging key from the read model (set by its first event, never changed): for
+    v1 ``promoted``/``deleted`` events, which did not carry it."""
     async with pool.acquire() as conn:
         key: str | None = await conn.fetchval(
-            "SELECT coalesce((SELECT state->>'staging_key' FROM actor_snapshots "
-            "WHERE actor = 'asset' AND aggregate_id = $1), "
-            "(SELECT staging_key FROM assets WHERE asset_id = $1))", asset_id)
+            "SELECT staging_key FROM assets WHERE asset_id = $1", asset_id)
     return key
 
 
@@ -63,7 +61,7 @@ async def clean(deps: Deps, payload: Promoted | UploadExpired | AssetDeleted) ->
     if isinstance(payload, UploadExpired):
         await remove_staging(blobs, payload.asset_id, payload.staging_key)
         return
-    staging = await staging_key_of(deps.pool, payload.asset_id)
+    staging = payload.staging_key or await staging_key_of(deps.pool, payload.asset_id)
     if isinstance(payload, AssetDeleted):
         removed = await blobs.delete_prefix(blobs.settings.bucket_previews,
                                             previews_prefix(payload.asset_id))

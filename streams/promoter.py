@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 
-import asyncpg
 import faust
 
+from medialog.domain.access import GONE_STATUSES
 from medialog.domain.commands import RecordPromotion
 from medialog.domain.errors import Conflict, NotFound
 from medialog.domain.events import UploadCompleted
@@ -36,6 +36,7 @@ from streams.worker import SendCommand, asset_commands, derived_id, system_meta
 
 log = logging.getLogger(__name__)
 CONSUMER = "worker.promoter"
+GONE_WAIT_S = 10.0
 MAX_COPY_BYTES = 5 * 1024**3  # one CopyObject copies up to 5 GiB (larger needs UploadPartCopy)
 
 
@@ -66,12 +67,18 @@ async def _copy(blobs: BlobStore, p: UploadCompleted, key: str) -> str:
         f"staging/{p.staging_key} changed after the completion was validated (etag {p.etag})")
 
 
-async def _asset_gone(pool: asyncpg.Pool, asset_id: str) -> bool:
-    async with pool.acquire() as conn:
-        status = await conn.fetchval(
-            "SELECT state->>'status' FROM actor_snapshots WHERE actor = 'asset' "
-            "AND aggregate_id = $1", asset_id)
-    return status in ("deleted", "expired")
+async def _asset_gone(deps: Deps, asset_id: str) -> bool:
+    """Whether the asset was deleted or expired, from the read model (not the actor's private
+    state). A deletion decided just before may not be projected yet: its projection notifies,
+    so it is waited for up to ``GONE_WAIT_S``."""
+    async def status() -> str | None:
+        async with deps.pool.acquire() as conn:
+            found: str | None = await conn.fetchval(
+                "SELECT status FROM assets WHERE asset_id = $1", asset_id)
+        return found
+
+    return await deps.notifier.wait_until(
+        status, lambda s: s in GONE_STATUSES, GONE_WAIT_S) in GONE_STATUSES
 
 
 async def promote(deps: Deps, send: SendCommand, event: CloudEvent, p: UploadCompleted) -> str:
@@ -79,7 +86,7 @@ async def promote(deps: Deps, send: SendCommand, event: CloudEvent, p: UploadCom
     key = master_key(p.asset_id, p.staging_key)
     result = await _copy(deps.blobs, p, key)
     if result == "staging-missing":
-        if await _asset_gone(deps.pool, p.asset_id):
+        if await _asset_gone(deps, p.asset_id):
             log.info("promoter: %s was deleted before its promotion; nothing to do", p.asset_id)
             return result
         raise PermanentFailure(f"staging/{p.staging_key} is gone and no master was made")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
 
@@ -20,15 +20,13 @@ from pydantic_core import to_json
 
 from medialog.domain.commands import COMMAND_CLASSES, AssetCommand, CommandMeta
 from medialog.domain.errors import ValidationError
-from medialog.domain.events import EVENT_CLASSES, DomainEvent
+from medialog.domain.events import EVENT_CLASSES, UPCASTERS, DomainEvent
 
 CONTENT_TYPE = "application/cloudevents+json"
 _ID_NAMESPACE = uuid.UUID("5b0c6a53-6f1e-4a8e-9d0b-2f6c1b7e9a10")
 
 EVENT_TYPES: dict[str, type[DomainEvent]] = {cls.TYPE: cls for cls in EVENT_CLASSES}
 COMMAND_TYPES: dict[str, type[AssetCommand]] = {cls.TYPE: cls for cls in COMMAND_CLASSES}
-# (type, version it upgrades from) → function turning that payload into the next version's.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 def _unset(value: object) -> bool:

@@ -63,6 +63,14 @@ def test_promotion_requests_the_first_transcode_job():
     assert events[1].job_id == "j1" and events[1].rungs is None
 
 
+def test_promoted_and_deleted_carry_the_staging_key_for_the_janitor():
+    """What a worker needs travels on the events: it never reads the actor's state."""
+    staging = request().staging_key
+    promoted = decide(given(request(), complete()), PROMOTE)[0]
+    deleted = decide(given(request()), c.DeleteAsset(requested_by="u1", is_admin=False))[0]
+    assert promoted.staging_key == staging and deleted.staging_key == staging
+
+
 @pytest.mark.parametrize("cmd, code", [
     (complete(size=101), "UPLOAD_SIZE_MISMATCH"),
     (complete(ctype="text/html"), "UPLOAD_CONTENT_TYPE_MISMATCH"),

@@ -6,7 +6,7 @@ import pytest
 
 from medialog.domain.commands import CommandMeta, RequestUpload
 from medialog.domain.errors import ValidationError
-from medialog.domain.events import UploadRequested
+from medialog.domain.events import AssetDeleted, Promoted, UploadRequested
 from medialog.envelope import (
     UPCASTERS,
     UndecodableEvent,
@@ -98,3 +98,21 @@ def test_every_undecodable_event_raises_one_value_error_type(mutate):
         decode_event(json.dumps(doc).encode())
     with pytest.raises(ValueError):
         decode_event(b"{not json")
+
+
+@pytest.mark.parametrize("event", [
+    Promoted(asset_id="a1", master_key="a1/original.mp4", size_bytes=10,
+             staging_key="uploads/u1/a1/original.mp4"),
+    AssetDeleted(asset_id="a1", previous_status="ready", staging_key="uploads/u1/a1/original.mp4"),
+])
+def test_v1_promoted_and_deleted_are_read_as_v2_without_a_staging_key(event):
+    """v1 of these events did not carry the staging key: read today, the key is unknown (None)
+    and everything else is as written."""
+    doc = json.loads(encode_event(make_event(event, subject="a1", event_id="x", time=WHEN,
+                                             sequence=3)))
+    assert doc["dataschema"] == dataschema_uri(event.TYPE, 2)
+    doc["dataschema"] = dataschema_uri(event.TYPE, 1)
+    del doc["data"]["staging_key"]
+    upgraded, payload = decode_event(json.dumps(doc).encode())
+    assert payload == dataclasses.replace(event, staging_key=None)
+    assert upgraded.dataschema == dataschema_uri(event.TYPE, 2)

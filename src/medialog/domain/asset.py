@@ -190,7 +190,8 @@ def decide(asset: Asset, cmd: Any) -> list[Any]:
         if asset.status is not S.UPLOADED:
             raise _conflict(asset, "promote")
         return [
-            e.Promoted(asset_id=aid, master_key=cmd.master_key, size_bytes=cmd.size_bytes),
+            e.Promoted(asset_id=aid, master_key=cmd.master_key, size_bytes=cmd.size_bytes,
+                       staging_key=asset.staging_key),
             e.TranscodeRequested(asset_id=aid, job_id=cmd.job_id, master_key=cmd.master_key,
                                  kind=asset.kind, rungs=None),
         ]
@@ -243,7 +244,8 @@ def decide(asset: Asset, cmd: Any) -> list[Any]:
     if isinstance(cmd, c.DeleteAsset):
         _check_exists(asset, "delete")
         _check_owner(asset, cmd.requested_by, cmd.is_admin)
-        return [e.AssetDeleted(asset_id=aid, previous_status=asset.status.value)]
+        return [e.AssetDeleted(asset_id=aid, previous_status=asset.status.value,
+                               staging_key=asset.staging_key or None)]
     raise TypeError(f"unknown asset command {type(cmd).__name__}")
 
 

@@ -5,11 +5,13 @@ Schema of every (type, version)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from medialog.domain.events.access import ACCESS_EVENTS, PlaybackIssued
 from medialog.domain.events.asset import (
     ASSET_EVENTS,
+    ASSET_UPCASTERS,
     AssetDeleted,
     MetadataUpdated,
     Promoted,
@@ -29,10 +31,14 @@ DomainEvent = Any  # one of EVENT_CLASSES; each carries TYPE, VERSION and SOURCE
 EVENT_CLASSES: tuple[type[Any], ...] = (
     *ASSET_EVENTS, *ENGAGEMENT_EVENTS, *VIEW_EVENTS, *ACCESS_EVENTS,
 )
+# (type, the version it upgrades from) → a pure function from that payload to the next version's
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    **ASSET_UPCASTERS,
+}
 
 __all__ = [
-    "EVENT_CLASSES", "DomainEvent", "AssetDeleted", "Liked", "MetadataUpdated", "PlaybackIssued",
-    "Promoted", "RenditionCompleted", "TranscodeCompleted", "TranscodeFailed",
+    "EVENT_CLASSES", "UPCASTERS", "DomainEvent", "AssetDeleted", "Liked", "MetadataUpdated",
+    "PlaybackIssued", "Promoted", "RenditionCompleted", "TranscodeCompleted", "TranscodeFailed",
     "TranscodeRequested", "TranscodeStarted", "Unliked", "UploadCompleted", "UploadExpired",
     "UploadRequested", "ViewReported",
 ]

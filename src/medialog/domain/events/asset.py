@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -74,12 +75,14 @@ class Promoted:
     """The original was copied, server side, from staging to the immutable masters bucket."""
 
     TYPE: ClassVar[str] = "medialog.asset.promoted"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     SOURCE: ClassVar[str] = ACTOR
 
     asset_id: str
     master_key: str  # "{asset}/original.{ext}" in masters
     size_bytes: int
+    # v2: the staging object the janitor removes now that the master exists (None: a v1 event)
+    staging_key: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,11 +176,26 @@ class MetadataUpdated:
 @dataclass(frozen=True, kw_only=True)
 class AssetDeleted:
     TYPE: ClassVar[str] = "medialog.asset.deleted"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     SOURCE: ClassVar[str] = ACTOR
 
     asset_id: str
     previous_status: str
+    # v2: the staging object to remove, if the upload was never promoted (None: a v1 event)
+    staging_key: str | None = None
+
+
+def _staging_key_unknown(v1: dict[str, Any]) -> dict[str, Any]:
+    """v1 → v2 of ``promoted`` and ``deleted``: a v1 event did not carry the staging key, and
+    nothing in it names the key, so readers look it up elsewhere (``None``)."""
+    return {**v1, "staging_key": None}
+
+
+# (type, the version it upgrades from) → the payload of the next version.
+ASSET_UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    (Promoted.TYPE, 1): _staging_key_unknown,
+    (AssetDeleted.TYPE, 1): _staging_key_unknown,
+}
 
 
 ASSET_EVENTS: tuple[type[Any], ...] = (
