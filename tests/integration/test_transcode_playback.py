@@ -92,9 +92,9 @@ class Api:
                 "size_bytes": path.stat().st_size, "title": f"{kind} test"}
         status, up = await self.call("POST", "/v1/uploads", json=body, wait=20)
         assert status == 202, up
-        async with self.http.put(up["upload_url"], data=path.read_bytes(),
-                                 headers=up["headers"]) as r:
-            assert r.status == 200, await r.text()
+        with path.open("rb") as media:  # streamed: a large bytes body would block the loop
+            async with self.http.put(up["upload_url"], data=media, headers=up["headers"]) as r:
+                assert r.status == 200, await r.text()
         status, done = await self.call("POST", f"/v1/assets/{up['asset_id']}/complete", wait=20)
         assert status == 202 and done["command"]["status"] == "accepted", done
         return str(up["asset_id"])
