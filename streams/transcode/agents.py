@@ -34,7 +34,6 @@ from typing import Any
 import faust
 from pydantic import ValidationError as PydanticValidationError
 
-from medialog import tracking
 from medialog.domain.commands import FailTranscode
 from medialog.domain.events import TranscodeRequested
 from medialog.envelope import decode_event
@@ -98,11 +97,8 @@ class TranscodeWorker:
         while the broker is waited for: a dispatcher that dies in between (or a second one
         during a rebalance) queues a job twice, as a re-delivered job, which changes nothing
         twice (a job already over is skipped; its commands have deterministic ids)."""
-        async with self.deps.pool.acquire() as conn:
-            stored = {tp: await tracking.stored_offset(conn, DISPATCH, *tp)
-                      for tp in sorted({(p.topic, p.partition) for p, _ in batch})}
         for p, raw in batch:
-            if p.offset <= stored[(p.topic, p.partition)] or _MARK not in raw:
+            if _MARK not in raw or await self._handled(DISPATCH, p):  # most events: no lookup
                 continue
             try:
                 _, payload = decode_event(raw)
