@@ -18,6 +18,7 @@ import click
 from aiohttp import web
 
 from medialog.config import ALL_ROLES, CLICKHOUSE_ROLES, Role, Settings
+from medialog.runtime.logs import setup_logging
 
 SHUTDOWN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 128  # aiohttp's default
@@ -42,12 +43,7 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
-    for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    setup_logging(settings.log_level, settings.log_format)
 
 
 def _roles(value: str) -> frozenset[Role]:

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".medialog")
     cache_dir: Path = Path("~/.cache/medialog")  # downloads kept across data dirs (Kafka's jars)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     public_url: str = ""  # base URL clients use to reach the api; default http://api_host:api_port

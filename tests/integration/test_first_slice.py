@@ -283,3 +283,22 @@ async def test_a_client_that_never_waits_finds_its_own_asset(http, stack):
                          headers={**headers, "Prefer": "wait=0"}) as r:
         assert r.status == 202
         assert "command" not in await r.json()
+
+
+async def test_the_request_id_is_echoed_logged_and_carried_by_the_events(http, stack):
+    """A client's ``X-Request-Id`` comes back on the answer, marks the request's log lines, and
+    is the ``correlationid`` of the event it caused; without one, a fresh id is given."""
+    rid = f"req-{uuid.uuid4().hex[:12]}"
+    payload = {"filename": "a.mp3", "content_type": "audio/mpeg", "size_bytes": 100}
+    headers = auth(stack.token("tracer", "creator"), **{"X-Request-Id": rid})
+    async with http.post(f"{stack.base_url}/v1/uploads", json=payload, headers=headers) as r:
+        assert r.status == 202 and r.headers["X-Request-Id"] == rid
+        created = await r.json()
+    events = [json.loads(m.value) for m in await read_topic(stack.settings(), "events.asset")
+              if m.key == created["asset_id"].encode()]
+    assert [e["correlationid"] for e in events] == [rid]
+    assert f"[{rid}]" in stack.log_tail(400)  # the access line of the request
+    async with http.get(f"{stack.base_url}/v1/nothing-here",
+                        headers={"X-Request-Id": "not a token!"}) as r:
+        assert r.status == 404
+        assert uuid.UUID(r.headers["X-Request-Id"])  # a bad id is replaced, errors carry it

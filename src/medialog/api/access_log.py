@@ -11,6 +11,9 @@ import logging
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, Request, StreamResponse
 
+from medialog.api.request_id import KEY
+from medialog.runtime.logs import REQUEST_ID
+
 REDACTED = "REDACTED"
 SECRET_SEGMENTS = ("signature",)  # route parameters that are credentials
 
@@ -34,7 +37,13 @@ class AccessLog(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        self.logger.info('%s "%s %s HTTP/%d.%d" %d %d "%s" %.6fs',
-                         request.remote or "-", request.method, logged_path(request),
-                         request.version.major, request.version.minor, response.status,
-                         response.body_length, request.headers.get("User-Agent", "-"), time)
+        rid = request.get(KEY)
+        token = REQUEST_ID.set(rid) if rid else None  # the line is the request's, too
+        try:
+            self.logger.info('%s "%s %s HTTP/%d.%d" %d %d "%s" %.6fs',
+                             request.remote or "-", request.method, logged_path(request),
+                             request.version.major, request.version.minor, response.status,
+                             response.body_length, request.headers.get("User-Agent", "-"), time)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)

@@ -16,6 +16,7 @@ from aiohttp import web
 from medialog.api import health, keys
 from medialog.api.auth.verifier import TokenVerifier
 from medialog.api.errors import error_middleware
+from medialog.api.request_id import request_id_middleware
 from medialog.api.routes import setup_routes
 from medialog.clickhouse import Analytics
 from medialog.config import CLICKHOUSE_ROLES, Role, Settings
@@ -90,7 +91,8 @@ def create_app(
 ) -> web.Application:
     """``peers``: name → ``/health/ready`` URL of each process this one runs with (``medialog
     dev``'s roles process); this one is ready only when they are."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    app = web.Application(middlewares=[request_id_middleware, error_middleware],
+                          client_max_size=1024**2)
     app[keys.SETTINGS] = settings
     app[keys.ROLES] = roles
     app[keys.PEERS] = dict(peers or {})

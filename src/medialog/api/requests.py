@@ -14,6 +14,7 @@ from aiohttp import web
 from medialog.api import keys
 from medialog.api.auth.bearer import bearer_token
 from medialog.api.auth.principal import Principal
+from medialog.api.request_id import request_id_of
 from medialog.domain.commands import CommandMeta
 from medialog.domain.errors import PayloadTooLarge, Unprocessable, ValidationError
 
@@ -115,8 +116,8 @@ def idempotent_id(request: web.Request, caller: str, scope: str) -> str:
 
 
 def correlation_id(request: web.Request) -> str:
-    rid = request.headers.get("X-Request-Id", "")
-    return rid if _IDEMPOTENCY_KEY.match(rid) else str(uuid.uuid4())
+    """The request's id (``medialog.api.request_id``): the events it causes carry it."""
+    return request_id_of(request)
 
 
 def command_meta(request: web.Request, who: Principal, cmd_id: str, now: datetime) -> CommandMeta:

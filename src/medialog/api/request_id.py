@@ -1,0 +1,41 @@
+"""Every request gets an id: the client's ``X-Request-Id`` when it is a sane token (the same
+characters as an ``Idempotency-Key``), else a new UUID. It is echoed in the response's
+``X-Request-Id`` (error responses included), carried by every log line of the request
+(``medialog.runtime.logs``) and by the events the request causes (``correlationid``)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from medialog.runtime.logs import REQUEST_ID
+
+HEADER = "X-Request-Id"
+KEY = "request_id"
+_SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id_of(request: web.Request) -> str:
+    """The id the middleware gave ``request``."""
+    rid: str = request[KEY]
+    return rid
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    asked = request.headers.get(HEADER, "")
+    rid = asked if _SANE.match(asked) else str(uuid.uuid4())
+    request[KEY] = rid
+    token = REQUEST_ID.set(rid)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # aiohttp's own (e.g. a redirect): keep the id on it
+        exc.headers[HEADER] = rid
+        raise
+    finally:
+        REQUEST_ID.reset(token)
+    response.headers[HEADER] = rid
+    return response
