@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from medialog.kafka import partitions_of
 
 READ_TIMEOUT_S = 60
 
@@ -15,16 +16,8 @@ READ_TIMEOUT_S = 60
 async def read_topic(settings: Any, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` (prefix applied), each partition's in log order, up to the end
     offsets read when called: whatever was acknowledged before the call is in the list."""
-    name = settings.topic(topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([name])
-    finally:
-        await admin.close()
-    assert described["error_code"] == 0, described
-    partitions = [TopicPartition(name, p["partition"])
-                  for p in sorted(described["partitions"], key=lambda p: p["partition"])]
+    partitions = await partitions_of(settings, [topic])
+    assert partitions, f"no topic {settings.topic(topic)}"
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()

@@ -20,9 +20,9 @@ EVENT_HEADERS: Headers = (("content-type", CONTENT_TYPE.encode()),)
 class Publisher:
     """Appends records keyed by aggregate id to topics named without their prefix."""
 
-    def __init__(self, settings: Settings, producer: AIOKafkaProducer | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = producer or new_producer(settings)
+        self.producer: AIOKafkaProducer = new_producer(settings)
 
     async def start(self) -> None:
         await self.producer.start()
