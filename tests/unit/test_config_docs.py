@@ -1,4 +1,4 @@
-"""README.md's configuration table and ``Settings`` agree: every field is documented as
+"""docs/configuration.md and ``Settings`` agree: every field is documented as
 ``MEDIALOG_<FIELD>`` with its real default, and the README names no variable that does not exist."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from medialog.config import Settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DOC = ROOT / "docs" / "configuration.md"
 # Read by the test suite (tests/conftest.py), not by medialog: documented, but not a setting.
 TEST_ONLY = {"MEDIALOG_KEEP_TEST_DATA"}
 ROW = re.compile(r"^\|\s*`(MEDIALOG_[A-Z0-9_]+)`\s*\|([^|]*)\|([^|]*)\|\s*$")
@@ -34,16 +35,14 @@ def documented_default(value: object) -> str:
 
 @pytest.fixture(scope="module")
 def readme() -> str:
-    return README.read_text()
+    return CONFIG_DOC.read_text()
 
 
 @pytest.fixture(scope="module")
 def table(readme: str) -> dict[str, tuple[str, str]]:
-    """``{variable: (default cell, description cell)}`` of the "## Configuration" section."""
-    match = re.search(r"^## Configuration\n(.*?)(?=^## )", readme, re.MULTILINE | re.DOTALL)
-    assert match, 'README.md needs a "## Configuration" section'
+    """``{variable: (default cell, description cell)}`` of the page's table."""
     rows: dict[str, tuple[str, str]] = {}
-    for line in match.group(1).splitlines():
+    for line in readme.splitlines():
         row = ROW.match(line)
         if row:
             assert row.group(1) not in rows, f"{row.group(1)} is listed twice"
@@ -53,7 +52,7 @@ def table(readme: str) -> dict[str, tuple[str, str]]:
 
 def test_every_field_is_in_the_table(table: dict[str, tuple[str, str]]) -> None:
     missing = [env_name(f) for f in Settings.model_fields if env_name(f) not in table]
-    assert not missing, f"add to README.md's configuration table: {missing}"
+    assert not missing, f"add to docs/configuration.md: {missing}"
 
 
 def test_the_table_lists_only_fields(table: dict[str, tuple[str, str]]) -> None:
@@ -67,17 +66,19 @@ def test_documented_defaults_are_the_real_ones(table: dict[str, tuple[str, str]]
         for name, field in Settings.model_fields.items()
         if env_name(name) in table and table[env_name(name)][0] != documented_default(field.default)
     }
-    assert not wrong, f"README default vs config.py (documented, expected): {wrong}"
+    assert not wrong, f"docs/configuration.md default vs config.py (documented, expected): {wrong}"
 
 
 def test_every_row_says_what_it_does(table: dict[str, tuple[str, str]]) -> None:
     assert all(len(description) >= 10 for _, description in table.values())
 
 
-def test_readme_names_no_unknown_variable(readme: str) -> None:
+@pytest.mark.parametrize("doc", ["README.md", "docs/configuration.md"])
+def test_docs_name_no_unknown_variable(doc: str) -> None:
     fields = {env_name(f) for f in Settings.model_fields}
-    unknown = sorted(set(re.findall(r"MEDIALOG_[A-Z0-9_]+", readme)) - fields - TEST_ONLY)
-    assert not unknown, f"README.md names variables that are not Settings fields: {unknown}"
+    text = (ROOT / doc).read_text()
+    unknown = sorted(set(re.findall(r"MEDIALOG_[A-Z0-9_]+", text)) - fields - TEST_ONLY)
+    assert not unknown, f"{doc} names variables that are not Settings fields: {unknown}"
 
 
 def test_table_is_in_field_order(table: dict[str, tuple[str, str]]) -> None:
