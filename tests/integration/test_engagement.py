@@ -519,7 +519,7 @@ async def test_likes_by_many_users_are_counted(http, stack, pg):
     ({"session_id": "session-0001", "watch_seconds": 5, "country": "ZZ"}, ["country"]),
     ({"session_id": "session-0001", "watch_seconds": 5, "position": -1}, ["position"]),
     ({"session_id": "session-0001", "watch_seconds": 5, "device": "x" * 65}, ["device"]),
-    ({"session_id": "session-0001", "watch_seconds": 5, "viewer_key": "me"}, [["viewer_key"]]),
+    ({"session_id": "session-0001", "watch_seconds": 5, "viewer_key": "me"}, ["viewer_key"]),
     ([], [None]),
 ])
 async def test_bad_reports_are_refused_and_append_nothing(http, stack, pg, body, fields):

@@ -32,7 +32,7 @@ from medialog.api.streaming import stream_object
 from medialog.config import Settings
 from medialog.domain.errors import ValidationError
 from medialog.domain.playback import parse_params
-from medialog.domain.uploads import check_text
+from medialog.domain.text import check_text
 from medialog.signing import SigningKeys, sign_stream
 from medialog.storage import BlobStore
 

@@ -205,9 +205,9 @@ def test_a_full_report_is_cleaned():
     ({"session_id": "session01", "watch_seconds": 1, "device": "d" * 65}, ["device"]),
     ({"session_id": "session01", "watch_seconds": 1, "device": "a\u0000b"}, ["device"]),
     ({"session_id": "session01", "watch_seconds": 1, "referrer": "r" * 1025}, ["referrer"]),
-    ({"session_id": "session01", "watch_seconds": 1, "viewer_key": "me"}, [["viewer_key"]]),
-    ({"session_id": 1, "watch_seconds": -1, "extra": 1}, [["extra"], "session_id",
-                                                           "watch_seconds"]),
+    ({"session_id": "session01", "watch_seconds": 1, "viewer_key": "me"}, ["viewer_key"]),
+    ({"session_id": 1, "watch_seconds": -1, "extra": 1}, ["session_id", "watch_seconds",
+                                                           "extra"]),
 ])
 def test_bad_reports_list_every_problem(body, fields):
     with pytest.raises(ValidationError) as err:

@@ -21,7 +21,7 @@ from medialog.api.requests import prefer_wait, principal
 from medialog.domain import errors as e
 from medialog.domain.commands import AssetCommand, CommandMeta
 from medialog.domain.errors import NotFound, Unavailable
-from medialog.domain.uploads import check_text
+from medialog.domain.text import check_text
 from medialog.envelope import CloudEvent, encode_event, make_event
 from medialog.outcomes import Outcome
 

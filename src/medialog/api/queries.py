@@ -20,7 +20,7 @@ from medialog.domain.access import GONE_STATUSES, HIDDEN_FROM_OTHERS, LISTED_VIS
 from medialog.domain.asset import AssetStatus
 from medialog.domain.errors import ValidationError
 from medialog.domain.metadata import TAG_MAX, VISIBILITIES
-from medialog.domain.uploads import check_text
+from medialog.domain.text import check_text
 
 STATUSES = tuple(s.value for s in AssetStatus if s is not AssetStatus.NEW)
 # sort parameter → ORDER BY (the asset id last, so pages are stable)

@@ -11,29 +11,30 @@ import uuid
 from datetime import UTC, datetime
 
 from aiohttp import web
+from pydantic import Field
 
 from medialog.api.assets import owned_asset
 from medialog.api.auth.principal import ADMIN
 from medialog.api.commands import command_response, send_command
 from medialog.api.requests import command_id, command_meta, principal, read_json
 from medialog.domain.commands import RequestTranscode
-from medialog.domain.errors import ValidationError
+from medialog.domain.schema import Body, parse
 
 _JOB_NAMESPACE = uuid.UUID("6a1f0c8e-2d4b-4f7a-9e3c-8b5d7f1a0e24")
 
 
+class TranscodeRequest(Body):
+    """``POST /v1/assets/{id}/transcode`` (the body is optional)."""
+
+    only_failed: bool = Field(False, description="redo only the rungs the last job did not "
+                                                 "finish")
+
+
 def parse_body(body: object) -> bool:
-    """``only_failed`` of ``{"only_failed": bool}`` (an empty body means false)."""
+    """``only_failed`` of a ``TranscodeRequest`` (an empty body means false)."""
     if body is None:
         return False
-    if not isinstance(body, dict) or set(body) - {"only_failed"}:
-        raise ValidationError('the body must be {"only_failed": true|false}',
-                              details=[{"field": "only_failed"}])
-    only_failed = body.get("only_failed", False)
-    if not isinstance(only_failed, bool):
-        raise ValidationError("only_failed must be true or false",
-                              details=[{"field": "only_failed"}])
-    return only_failed
+    return parse(TranscodeRequest, body, message="invalid transcode request").only_failed
 
 
 async def request_transcode(request: web.Request) -> web.Response:

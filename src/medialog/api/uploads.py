@@ -59,6 +59,10 @@ async def create_upload(request: web.Request) -> web.Response:
         title=spec.title,
         staging_key=key,
         upload_expires_at=expires_at,
+        visibility=spec.visibility,
+        description=spec.description,
+        tags=None if spec.tags is None else list(spec.tags),
+        category=spec.category,
     )
     meta = command_meta(request, who, cmd_id, now)
     earlier = None

@@ -168,14 +168,15 @@ def decide(asset: Asset, cmd: Any) -> list[Any]:
         if asset.status is not S.NEW:
             raise Conflict(f"asset {aid} already exists", code="ASSET_EXISTS",
                            details=[{"status": asset.status.value}])
-        return [
-            e.UploadRequested(
-                asset_id=cmd.asset_id, owner_id=cmd.owner_id, kind=cmd.kind,
-                filename=cmd.filename, content_type=cmd.content_type, size_bytes=cmd.size_bytes,
-                title=cmd.title, staging_key=cmd.staging_key,
-                upload_expires_at=cmd.upload_expires_at, visibility=cmd.visibility,
-            )
-        ]
+        requested = e.UploadRequested(
+            asset_id=cmd.asset_id, owner_id=cmd.owner_id, kind=cmd.kind,
+            filename=cmd.filename, content_type=cmd.content_type, size_bytes=cmd.size_bytes,
+            title=cmd.title, staging_key=cmd.staging_key,
+            upload_expires_at=cmd.upload_expires_at, visibility=cmd.visibility,
+        )
+        extra = {name: getattr(cmd, name) for name in ("description", "tags", "category")
+                 if getattr(cmd, name) is not None}
+        return [requested, e.MetadataUpdated(asset_id=aid, **extra)] if extra else [requested]
     if isinstance(cmd, c.CompleteUpload):
         return _decide_complete(asset, cmd)
     if isinstance(cmd, c.ExpireUpload):

@@ -50,6 +50,10 @@ class RequestUpload:
     staging_key: str
     upload_expires_at: datetime
     visibility: str = "public"
+    # set at creation: recorded as a MetadataUpdated right after UploadRequested
+    description: str | None = None
+    tags: list[str] | None = None
+    category: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

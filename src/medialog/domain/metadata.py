@@ -1,13 +1,16 @@
-"""Rules for editable asset metadata (PATCH). Pure."""
+"""Rules for editable asset metadata (PATCH, and POST /v1/uploads at creation). Pure."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
 
 from medialog.domain.errors import ValidationError
-from medialog.domain.uploads import check_text, clean_title
+from medialog.domain.schema import Body, parse, rule
+from medialog.domain.text import TITLE_MIN, check_text, clean_title
 
 DESCRIPTION_MAX = 5000
 TAGS_MAX = 10
@@ -18,41 +21,13 @@ _TAG = re.compile(r"^[\w][\w \-]*$")
 FIELDS = ("title", "description", "tags", "category", "visibility")
 
 
-def validate_visibility(raw: object) -> str:
-    if raw not in VISIBILITIES:
-        raise ValidationError("visibility must be public, unlisted or private",
-                              details=[{"field": "visibility", "allowed": list(VISIBILITIES)}])
-    return str(raw)
-
-
 def validate_metadata_patch(body: Any) -> dict[str, Any]:
-    """The cleaned changes of a PATCH body; every problem is listed at once."""
-    if not isinstance(body, dict) or not body:
-        raise ValidationError("body must be a non-empty JSON object")
-    problems: list[dict[str, Any]] = []
-    unknown = set(body) - set(FIELDS)
-    if unknown:
-        problems.append({"field": sorted(unknown), "error": "unknown or read-only fields"})
-    out: dict[str, Any] = {}
-    checks = {
-        "title": clean_title,
-        "description": _description,
-        "tags": _tags,
-        "category": _category,
-        "visibility": validate_visibility,
-    }
-    for name, check in checks.items():
-        if name in body:
-            try:
-                out[name] = check(body[name])
-            except ValidationError as exc:
-                problems.extend(exc.details or [{"field": name, "error": exc.message}])
-    if problems:
-        raise ValidationError("invalid metadata", details=problems)
-    return out
+    """The cleaned changes of a PATCH body (``MetadataPatch``); every problem is listed at once."""
+    patch = parse(MetadataPatch, body, message="invalid metadata")
+    return patch.model_dump(exclude_unset=True)
 
 
-def _description(raw: object) -> str:
+def _description(raw: str) -> str:
     if not isinstance(raw, str) or len(raw) > DESCRIPTION_MAX:
         raise ValidationError("description", details=[
             {"field": "description", "error": f"a string of ≤ {DESCRIPTION_MAX}"},
@@ -60,7 +35,7 @@ def _description(raw: object) -> str:
     return check_text(unicodedata.normalize("NFC", raw).strip(), "description", multiline=True)
 
 
-def _tags(raw: object) -> list[str]:
+def _tags(raw: list[str]) -> list[str]:
     if not isinstance(raw, list) or len(raw) > TAGS_MAX:
         raise ValidationError("tags", details=[
             {"field": "tags", "error": f"a list of ≤ {TAGS_MAX}"},
@@ -76,10 +51,41 @@ def _tags(raw: object) -> list[str]:
     return tags
 
 
-def _category(raw: object) -> str:
+def _category(raw: str) -> str:
     if (not isinstance(raw, str) or not raw.strip() or len(raw) > CATEGORY_MAX
             or not _TAG.match(raw.strip())):
         raise ValidationError("category", details=[
             {"field": "category", "error": f"1–{CATEGORY_MAX} letters, digits, spaces"},
         ])
     return raw.strip()
+
+
+Title = Annotated[str, Field(min_length=TITLE_MIN, description="3–200 characters once runs of "
+                             "spaces are collapsed"), rule(clean_title)]
+Description = Annotated[str, Field(max_length=DESCRIPTION_MAX), rule(_description)]
+Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=TAG_MAX)]],
+                 Field(max_length=TAGS_MAX, description="lower-cased, duplicates dropped"),
+                 rule(_tags)]
+Category = Annotated[str, Field(min_length=1, max_length=CATEGORY_MAX), rule(_category)]
+Visibility = Literal["public", "unlisted", "private"]
+
+
+class MetadataFields(Body):
+    """The editable metadata; each field optional."""
+
+    description: Description | None = None
+    tags: Tags | None = None
+    category: Category | None = None
+    visibility: Visibility | None = None
+
+
+class MetadataPatch(MetadataFields):
+    """``PATCH /v1/assets/{id}``: at least one field; null means "leave as is"."""
+
+    title: Title | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> MetadataPatch:
+        if not self.model_fields_set:
+            raise ValueError("the body must name at least one field")
+        return self

@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from medialog.domain.errors import PayloadTooLarge, ValidationError
+from pydantic import BeforeValidator, Field
+
+from medialog.domain.errors import PayloadTooLarge
+from medialog.domain.metadata import MetadataFields, Title
+from medialog.domain.schema import parse, rule
+from medialog.domain.text import TITLE_MAX
 
 # content type → (kind, canonical extension). The stored key uses the canonical extension,
 # never the client's filename.
@@ -32,13 +37,7 @@ ALLOWED_TYPES: dict[str, tuple[str, str]] = {
     "image/gif": ("image", "gif"),
 }
 FILENAME_MAX = 255
-TITLE_MIN, TITLE_MAX = 3, 200
 _UNSAFE = re.compile(r"[^\w .()\-]+")
-# What no free text may hold: control characters (Unicode Cc: C0, DEL, C1; NUL can be stored
-# neither in PostgreSQL text nor in jsonb) and lone surrogates (Cs: not encodable as UTF-8).
-# Multi-line text (a description) may keep tab, line feed and carriage return.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +50,11 @@ class UploadSpec:
     extension: str
     size_bytes: int
     title: str
+    visibility: str = "public"
+    # metadata set at creation (None: not given), recorded as the asset's first MetadataUpdated
+    description: str | None = None
+    tags: tuple[str, ...] | None = None
+    category: str | None = None
 
 
 def sanitize_filename(raw: str) -> str:
@@ -61,79 +65,56 @@ def sanitize_filename(raw: str) -> str:
     return name[:FILENAME_MAX]
 
 
-def check_text(text: str, field: str, *, multiline: bool = False) -> str:
-    """``text`` unchanged, unless it holds a control character or a lone surrogate (see
-    ``_CONTROL``): then ValidationError naming ``field``. The one check for every free-text
-    input, body field or query parameter, so nothing reaches the log that a store refuses."""
-    if (_CONTROL_MULTILINE if multiline else _CONTROL).search(text):
-        raise ValidationError(
-            f"{field} must not contain control characters or lone surrogates",
-            details=[{"field": field, "error": "control character or lone surrogate"}],
-        )
-    return text
-
-
-def clean_title(raw: object, *, field: str = "title") -> str:
+def _plain_name(raw: object) -> object:
+    """Sanitised before the type check: a lone surrogate (which no str field accepts) is
+    dropped like any other unprintable character."""
     if not isinstance(raw, str):
-        raise ValidationError(f"{field} must be a string", details=[{"field": field}])
-    title = check_text(" ".join(unicodedata.normalize("NFC", raw).split()), field)
-    if not TITLE_MIN <= len(title) <= TITLE_MAX:
-        raise ValidationError(
-            f"{field} must be {TITLE_MIN}–{TITLE_MAX} characters",
-            details=[{"field": field, "min": TITLE_MIN, "max": TITLE_MAX}],
-        )
-    return title
+        return raw
+    name = sanitize_filename(raw)
+    if not name:
+        raise ValueError("a plain file name (no path, not only dots or spaces)")
+    return name
+
+
+def _allowed_type(raw: str) -> str:
+    if raw.lower() not in ALLOWED_TYPES:
+        raise ValueError("not an allowed content type")
+    return raw.lower()
+
+
+class UploadRequest(MetadataFields):
+    """``POST /v1/uploads``: the file to come, and the asset's metadata (each optional; as
+    ``PATCH`` takes them)."""
+
+    filename: Annotated[str, Field(min_length=1, description="the client's file name; only its "
+                                   "last component is kept, sanitised"),
+                        BeforeValidator(_plain_name)]
+    content_type: Annotated[str, Field(json_schema_extra={"enum": sorted(ALLOWED_TYPES)}),
+                            rule(_allowed_type)]
+    size_bytes: Annotated[int, Field(gt=0, description="exact size of the upload in bytes")]
+    title: Title | None = Field(None, description="default: the file name without extension")
 
 
 def validate_upload(body: Any, *, max_bytes: int) -> UploadSpec:
-    """Check ``{filename, content_type, size_bytes, title?}``; raise with every problem listed."""
-    if not isinstance(body, dict):
-        raise ValidationError("body must be a JSON object")
-    problems: list[dict[str, Any]] = []
-    unknown = set(body) - {"filename", "content_type", "size_bytes", "title"}
-    if unknown:
-        problems.append({"field": sorted(unknown), "error": "unknown fields"})
-
-    raw_name = body.get("filename")
-    filename = sanitize_filename(raw_name) if isinstance(raw_name, str) else ""
-    if not filename:
-        problems.append({"field": "filename", "error": "required; a plain file name"})
-
-    content_type = body.get("content_type")
-    if not isinstance(content_type, str) or content_type.lower() not in ALLOWED_TYPES:
-        problems.append(
-            {"field": "content_type", "error": "not allowed", "allowed": sorted(ALLOWED_TYPES)}
-        )
-        kind, ext = "", ""
-    else:
-        content_type = content_type.lower()
-        kind, ext = ALLOWED_TYPES[content_type]
-
-    size = body.get("size_bytes")
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        problems.append({"field": "size_bytes", "error": "a positive integer"})
-
-    title = body.get("title")
-    if title is not None:
-        try:
-            title = clean_title(title)
-        except ValidationError as exc:
-            problems.extend(exc.details)
-    if problems:
-        raise ValidationError("invalid upload request", details=problems)
-    assert isinstance(size, int) and isinstance(content_type, str)
-    if size > max_bytes:
+    """``body`` as an ``UploadRequest`` (every problem listed at once), then the size limit:
+    ``PayloadTooLarge`` ``UPLOAD_TOO_LARGE``."""
+    req = parse(UploadRequest, body, message="invalid upload request")
+    if req.size_bytes > max_bytes:
         raise PayloadTooLarge(
             f"size_bytes exceeds the limit of {max_bytes} bytes",
             code="UPLOAD_TOO_LARGE",
             details=[{"field": "size_bytes", "max": max_bytes}],
         )
-    default_title = filename.rsplit(".", 1)[0][:TITLE_MAX]
+    kind, ext = ALLOWED_TYPES[req.content_type]
     return UploadSpec(
-        filename=filename,
-        content_type=content_type,
+        filename=req.filename,
+        content_type=req.content_type,
         kind=kind,
         extension=ext,
-        size_bytes=size,
-        title=title if isinstance(title, str) else default_title,
+        size_bytes=req.size_bytes,
+        title=req.title or req.filename.rsplit(".", 1)[0][:TITLE_MAX],
+        visibility=req.visibility or "public",
+        description=req.description,
+        tags=None if req.tags is None else tuple(req.tags),
+        category=req.category,
     )

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
 
 from medialog.domain.access import AssetFacts
 from medialog.domain.errors import ValidationError
+from medialog.domain.schema import Body, parse
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 DURATION_SLACK_S = 30.0  # a report may claim at most the asset's duration plus this
 UNKNOWN_DURATION_MAX_S = 600.0  # … or this much when the duration is not known (yet)
 DEVICE_MAX = 64
 REFERRER_MAX = 1024
-FIELDS = frozenset({"session_id", "watch_seconds", "position", "device", "country", "referrer"})
 # ISO 3166-1 alpha-2, officially assigned codes (249).
 _COUNTRY_CODES = """
 AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
@@ -68,23 +69,38 @@ def max_watch_seconds(duration_s: float | None) -> float:
     return duration_s + DURATION_SLACK_S
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer of hundreds of digits: no float holds it
-        return None
-    return number if math.isfinite(number) else None
+def _printable(limit: int) -> Any:
+    """NFC, stripped, 1…``limit`` characters and nothing unprintable."""
+
+    def check(value: str) -> str:
+        text = unicodedata.normalize("NFC", value).strip()
+        if not 1 <= len(text) <= limit or any(unicodedata.category(ch)[0] == "C" for ch in text):
+            raise ValueError(f"1–{limit} printable characters")
+        return text
+
+    return AfterValidator(check)
 
 
-def _text(value: object, limit: int) -> str | None:
-    if not isinstance(value, str):
-        return None
-    text = unicodedata.normalize("NFC", value).strip()
-    if not 1 <= len(text) <= limit or any(unicodedata.category(ch)[0] == "C" for ch in text):
-        return None
-    return text
+def _country(value: str) -> str:
+    if value.upper() not in COUNTRIES:
+        raise ValueError("an ISO 3166-1 alpha-2 code")
+    return value.upper()
+
+
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class ViewReport(Body):
+    """``POST /v1/assets/{id}/views``: one playback report of a session. Optional fields may be
+    absent or null."""
+
+    session_id: Annotated[str, Field(pattern=SESSION_ID.pattern,
+                                     description="the player's session, 8–64 of [A-Za-z0-9_-]")]
+    watch_seconds: Seconds = Field(description="seconds watched since the session's last report")
+    position: Seconds | None = Field(None, description="playhead position, seconds")
+    device: Annotated[str, Field(min_length=1), _printable(DEVICE_MAX)] | None = None
+    country: Annotated[str, Field(pattern="^[A-Za-z]{2}$"), AfterValidator(_country)] | None = None
+    referrer: Annotated[str, Field(min_length=1), _printable(REFERRER_MAX)] | None = None
 
 
 def validate_view_report(body: Any, *, duration_s: float | None) -> ViewReportSpec:
@@ -93,58 +109,19 @@ def validate_view_report(body: Any, *, duration_s: float | None) -> ViewReportSp
     Raises ``ValidationError(code="INVALID_VIEW_REPORT")`` listing every problem in ``details``
     (``{"field", "error", …}``). Optional fields may be absent or null; unknown fields are refused.
     """
-    if not isinstance(body, dict):
-        raise ValidationError("body must be a JSON object", code="INVALID_VIEW_REPORT",
-                              details=[{"field": None, "error": "not an object"}])
-    problems: list[dict[str, Any]] = []
-    unknown = set(body) - FIELDS
-    if unknown:
-        problems.append({"field": sorted(unknown), "error": "unknown fields"})
-
-    session_id = body.get("session_id")
-    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
-        problems.append({"field": "session_id", "error": "8–64 characters of [A-Za-z0-9_-]"})
-
+    report = parse(ViewReport, body, message="invalid view report", code="INVALID_VIEW_REPORT")
     cap = max_watch_seconds(duration_s)
-    watch = _number(body.get("watch_seconds"))
-    if watch is None or watch < 0:
-        problems.append({"field": "watch_seconds", "error": "a number ≥ 0"})
-    elif watch > cap:
+    problems: list[dict[str, Any]] = []
+    if report.watch_seconds > cap:
         problems.append({"field": "watch_seconds", "error": "more than the asset can have played",
                          "max": cap})
-
-    position: float | None = None
-    if body.get("position") is not None:
-        position = _number(body["position"])
-        if position is None or position < 0:
-            problems.append({"field": "position", "error": "a number ≥ 0"})
-        elif position > cap:  # the duration plus slack, or UNKNOWN_DURATION_MAX_S if unknown
-            problems.append({"field": "position", "max": cap, "error": "beyond the asset's end"
-                             if duration_s is not None and duration_s > 0
-                             else "beyond what an asset of unknown duration may claim"})
-
-    device = _optional_text(body, "device", DEVICE_MAX, problems)
-    referrer = _optional_text(body, "referrer", REFERRER_MAX, problems)
-    country: str | None = None
-    if body.get("country") is not None:
-        raw = body["country"]
-        country = raw.upper() if isinstance(raw, str) else None
-        if country not in COUNTRIES:
-            problems.append({"field": "country", "error": "an ISO 3166-1 alpha-2 code"})
-
+    if report.position is not None and report.position > cap:
+        problems.append({"field": "position", "max": cap, "error": "beyond the asset's end"
+                         if duration_s is not None and duration_s > 0
+                         else "beyond what an asset of unknown duration may claim"})
     if problems:
         raise ValidationError("invalid view report", code="INVALID_VIEW_REPORT",
                               details=problems)
-    assert isinstance(session_id, str) and watch is not None
-    return ViewReportSpec(session_id=session_id, watch_seconds=watch, position=position,
-                          device=device, country=country, referrer=referrer)
-
-
-def _optional_text(body: dict[str, Any], name: str, limit: int,
-                   problems: list[dict[str, Any]]) -> str | None:
-    if body.get(name) is None:
-        return None
-    text = _text(body[name], limit)
-    if text is None:
-        problems.append({"field": name, "error": f"1–{limit} printable characters"})
-    return text
+    return ViewReportSpec(session_id=report.session_id, watch_seconds=report.watch_seconds,
+                          position=report.position, device=report.device,
+                          country=report.country, referrer=report.referrer)
