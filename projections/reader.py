@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 
 from medialog.config import Settings
 from medialog.kafka import Lags, new_consumer
+from medialog.runtime.metrics import PROJECTION_BATCH_SECONDS
 from medialog.tracking import Position
 from projections.runner import Batch
 
@@ -42,8 +43,9 @@ async def read(settings: Settings, name: str, topics: Sequence[str], batch_max: 
                within_s: float, handle: Callable[[Batch], Awaitable[object]], lags: Lags) -> None:
     """Read ``topics`` in ``name``'s group until cancelled, handing ``handle`` each batch (at
     most ``batch_max`` records, what arrived within ``within_s``; each partition's in log
-    order), and keeping ``lags`` up to date. ``handle`` must not give up on a batch: the
-    runner's ``*_or_skip`` never raise."""
+    order), keeping ``lags`` up to date and timing each batch (``PROJECTION_BATCH_SECONDS``).
+    ``handle`` must not give up on a batch: the runner's ``*_or_skip`` never raise."""
+    batch_seconds = PROJECTION_BATCH_SECONDS.labels(name)
     consumer = new_consumer(settings, group_of(settings, name), topics)
     await consumer.start()
     progress = lags.track(name, consumer)  # next offset per partition, applied
@@ -53,8 +55,10 @@ async def read(settings: Settings, name: str, topics: Sequence[str], batch_max: 
         while True:
             fetched = await _take(consumer, batch_max, within_s)
             if fetched:
+                started = time.perf_counter()
                 await handle([(Position(r.topic, r.partition, r.offset), r.value or b"")
                               for records in fetched.values() for r in records])
+                batch_seconds.observe(time.perf_counter() - started)
                 applied.update({tp: rs[-1].offset + 1 for tp, rs in fetched.items()})
                 progress.update(applied)
             if applied and time.monotonic() - committed_at >= COMMIT_EVERY_S:

@@ -43,6 +43,8 @@ class _PortTaken(RuntimeError):
 class DevStack:
     """A ``medialog dev`` process on its own data directory, on a fresh api port each start."""
 
+    browser_origin = "http://app.medialog.test"  # MEDIALOG_CORS_ORIGINS
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.port = 0
@@ -71,6 +73,13 @@ class DevStack:
     def _launch_and_wait(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIALOG_")}
         env["MEDIALOG_LOG_LEVEL"] = "INFO"
+        # the suite calls from 127.0.0.1 as a few users, far faster than people: budgets it
+        # never spends (tests/integration/test_rate_limits.py tests the limits in-process)
+        env.update({f"MEDIALOG_RATE_LIMIT_{name}": "1000000/minute"
+                    for name in ("UPLOADS", "VIEWS", "WRITES", "READS")})
+        # a browser app's origin; a reverse proxy on 127.0.0.1 (integration/test_browser.py)
+        env["MEDIALOG_CORS_ORIGINS"] = self.browser_origin
+        env["MEDIALOG_TRUSTED_PROXIES"] = "127.0.0.1"
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

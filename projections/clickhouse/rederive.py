@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -49,6 +50,7 @@ from medialog.clickhouse import Analytics
 from medialog.config import Settings
 from medialog.domain.views import SessionState, ViewRule
 from medialog.migrate import migrate_clickhouse
+from medialog.runtime.progress import Progress
 from medialog.tracking import Position
 from projections.clickhouse.rows import (
     STORED_COLUMNS,
@@ -68,6 +70,7 @@ PROGRESS_EVERY_S = 10.0  # a progress line at most this often
 _ORDER = "asset_id, viewer_key, session_id, topic, partition, offset"
 _CHUNK = (f"SELECT {', '.join(STORED_COLUMNS)} FROM views FINAL __AFTER__ ORDER BY {_ORDER} "
           "LIMIT {rows:UInt32}")
+_COUNT = "SELECT count() FROM views FINAL __AFTER__"  # the rows a run reads
 # The first condition lets the primary key skip what lies before the cursor's asset.
 _AFTER = ("WHERE asset_id >= {asset:String} AND (" + _ORDER + ") > ({asset:String}, "
           "{viewer:String}, {session:String}, {topic:String}, {partition:UInt32}, {offset:UInt64})")
@@ -162,18 +165,31 @@ def _record(client: Client, rule: ViewRule, *, cursor: Cursor | None, derived: b
                   column_names=["rule", "derived", "cursor", "step"])
 
 
+def _after(sql: str, after: Cursor | None) -> tuple[str, dict[str, Any]]:
+    """``sql`` reading the rows after ``after`` (all: None), and its parameters."""
+    if after is None:
+        return sql.replace("__AFTER__", ""), {}
+    (asset, viewer, session), at = after.session, after.position
+    return sql.replace("__AFTER__", _AFTER), {
+        "asset": asset, "viewer": viewer, "session": session, "topic": at.topic,
+        "partition": at.partition, "offset": at.offset}
+
+
+def count_after(client: Client, after: Cursor | None) -> int:
+    """How many rows a re-derivation from ``after`` reads."""
+    sql, params = _after(_COUNT, after)
+    return int(client.query(sql, parameters=params).result_rows[0][0])
+
+
 def rederive_chunk(client: Client, rule: ViewRule, after: Cursor | None, rows: int
                    ) -> tuple[Cursor | None, ViewFold]:
     """Read up to ``rows`` rows after ``after``, fold them under ``rule`` and insert the new
     rows. Returns the cursor to continue from (None: that was the last chunk) and the fold."""
-    params: dict[str, Any] = {"rows": rows}
+    sql, params = _after(_CHUNK, after)
+    params["rows"] = rows
     states: dict[SessionKey, SessionState] = {}
     if after is not None:
-        (asset, viewer, session), at = after.session, after.position
-        params.update(asset=asset, viewer=viewer, session=session, topic=at.topic,
-                      partition=at.partition, offset=at.offset)
         states[after.session] = after.state
-    sql = _CHUNK.replace("__AFTER__", "" if after is None else _AFTER)
     records = [stored_record(row) for row in
                client.query(sql, parameters=params, settings=_READ_SETTINGS).result_rows]
     fold = ViewFold(rule, states, {})
@@ -198,9 +214,12 @@ def _chunk_and_record(client: Client, rule: ViewRule, after: Cursor | None, rows
 
 
 async def rederive(analytics: Analytics, rule: ViewRule, *, force: bool = False,
-                   chunk_rows: int = CHUNK_ROWS) -> Rederived:
+                   chunk_rows: int = CHUNK_ROWS,
+                   progress: Callable[[int], Progress] | None = None) -> Rederived:
     """Make every row of ``views`` derived with ``rule`` (see the module doc); ``force``: even
-    when they are recorded as derived with it already."""
+    when they are recorded as derived with it already. ``progress`` is called with the number
+    of rows to read; the ``Progress`` it returns is advanced by each chunk, and closed (without
+    it, a line is logged every ``PROGRESS_EVERY_S``)."""
     began = time.monotonic()
     recorded = await analytics.run(read_recorded)
     run, cursor = start_at(recorded, rule, force=force)
@@ -216,21 +235,29 @@ async def rederive(analytics: Analytics, rule: ViewRule, *, force: bool = False,
         # interruption is never taken for rows still derived with the recorded rule
         await analytics.run(partial(_record, rule=rule, cursor=None, derived=False, step=step))
         step += 1
+    shown = None if progress is None else progress(
+        await analytics.run(partial(count_after, after=cursor)))
     logged = began
-    while True:
-        cursor, fold = await analytics.run(partial(
-            _chunk_and_record, rule=rule, after=cursor, rows=chunk_rows, step=step))
-        step += 1
-        done.chunks += 1
-        done.rows += len(fold.rows)
-        for verdict, n in fold.verdicts.items():
-            done.verdicts[verdict] = done.verdicts.get(verdict, 0) + n
-        if cursor is None:
-            break
-        if time.monotonic() - logged >= PROGRESS_EVERY_S:
-            logged = time.monotonic()
-            log.info("re-deriving: %d rows in %.0fs, at asset %s", done.rows, logged - began,
-                     cursor.session[0])
+    try:
+        while True:
+            cursor, fold = await analytics.run(partial(
+                _chunk_and_record, rule=rule, after=cursor, rows=chunk_rows, step=step))
+            step += 1
+            done.chunks += 1
+            done.rows += len(fold.rows)
+            for verdict, n in fold.verdicts.items():
+                done.verdicts[verdict] = done.verdicts.get(verdict, 0) + n
+            if shown is not None:
+                shown.advance(sum(fold.verdicts.values()))  # a verdict per row read
+            if cursor is None:
+                break
+            if shown is None and time.monotonic() - logged >= PROGRESS_EVERY_S:
+                logged = time.monotonic()
+                log.info("re-deriving: %d rows in %.0fs, at asset %s", done.rows,
+                         logged - began, cursor.session[0])
+    finally:
+        if shown is not None:
+            shown.close()
     done.seconds = time.monotonic() - began
     log.info("re-derived the view verdicts under %s: %d rows in %d chunks, %.1fs, %s",
              rule_json(rule), done.rows, done.chunks, done.seconds, done.verdicts)
@@ -258,7 +285,9 @@ def in_use(dsn: str) -> Path | None:
     return None
 
 
-async def rederive_with_settings(settings: Settings) -> Rederived:
+async def rederive_with_settings(settings: Settings, *,
+                                 progress: Callable[[int], Progress] | None = None
+                                 ) -> Rederived:
     """``medialog rebuild analytics``: re-derive against the configured ClickHouse, even when
     the rule is recorded as derived already (resuming an unfinished run of the same rule)."""
     path = in_use(settings.clickhouse_dsn)
@@ -272,6 +301,6 @@ async def rederive_with_settings(settings: Settings) -> Rederived:
     try:
         await migrate_clickhouse(analytics)
         rule = ViewRule(threshold_s=settings.view_threshold_s, window_s=settings.view_window_s)
-        return await rederive(analytics, rule, force=True)
+        return await rederive(analytics, rule, force=True, progress=progress)
     finally:
         await analytics.close()

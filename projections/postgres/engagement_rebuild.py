@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -30,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from medialog.config import Settings
 from medialog.kafka import partitions_of
+from medialog.runtime.progress import Progress
 from medialog.tracking import Position
 from projections.postgres.engagement import GATE_LOCK, NAME, TOPICS, make_apply, rule_of
 from projections.runner import Apply, apply_batch
@@ -48,9 +50,11 @@ class RebuildReport:
     seconds: float
 
 
-async def rebuild(settings: Settings, pool: asyncpg.Pool, *, stall_s: float = 60.0
-                  ) -> RebuildReport:
+async def rebuild(settings: Settings, pool: asyncpg.Pool, *, stall_s: float = 60.0,
+                  progress: Callable[[int], Progress] | None = None) -> RebuildReport:
     """Empty the engagement projection and fold it again from the log; see the module doc.
+    ``progress`` is called with the number of records to read (end minus beginning offsets)
+    once known; the ``Progress`` it returns is advanced by each batch read, and closed.
 
     Raises ``RebuildStalled`` when no record arrives for ``stall_s`` before the end offsets are
     reached (the tables are then partial: run it again)."""
@@ -68,7 +72,7 @@ async def rebuild(settings: Settings, pool: asyncpg.Pool, *, stall_s: float = 60
             targets = {TopicPartition(r["topic"], r["partition"]): r["offset"] for r in rows}
             log.info("rebuilding %s up to %s", NAME, {f"{k.topic}/{k.partition}": v
                                                       for k, v in targets.items()})
-            records, applied = await _replay(settings, pool, apply, stall_s)
+            records, applied = await _replay(settings, pool, apply, stall_s, progress)
         finally:
             await gate.execute("SELECT pg_advisory_unlock($1)", GATE_LOCK)
     report = RebuildReport(records, applied, time.monotonic() - began)
@@ -76,17 +80,21 @@ async def rebuild(settings: Settings, pool: asyncpg.Pool, *, stall_s: float = 60
     return report
 
 
-async def _replay(settings: Settings, pool: asyncpg.Pool, apply: Apply,
-                  stall_s: float) -> tuple[int, int]:
+async def _replay(settings: Settings, pool: asyncpg.Pool, apply: Apply, stall_s: float,
+                  progress: Callable[[int], Progress] | None) -> tuple[int, int]:
     tps = await partitions_of(settings, TOPICS)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=[h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()],
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
         client_id="medialog-rebuild", request_timeout_ms=settings.kafka_request_timeout_ms)
     await consumer.start()
+    shown: Progress | None = None
     try:
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
+        if progress is not None:
+            starts = await consumer.beginning_offsets(tps)
+            shown = progress(sum(end - starts[tp] for tp, end in ends.items()))
         for tp in tps:
             consumer.seek(tp, 0)
         last = {tp: -1 for tp in tps}
@@ -99,6 +107,8 @@ async def _replay(settings: Settings, pool: asyncpg.Pool, apply: Apply,
             if batch:
                 applied += await apply_batch(pool, NAME, apply, batch)
                 total += len(batch)
+                if shown is not None:
+                    shown.advance(len(batch))
                 for tp, msgs in fetched.items():
                     last[tp] = msgs[-1].offset
                 quiet_since = time.monotonic()
@@ -109,14 +119,18 @@ async def _replay(settings: Settings, pool: asyncpg.Pool, apply: Apply,
                                      f"{missing}; run the rebuild again")
         return total, applied
     finally:
+        if shown is not None:
+            shown.close()
         await consumer.stop()
 
 
-async def rebuild_with_settings(settings: Settings) -> RebuildReport:
+async def rebuild_with_settings(settings: Settings, *,
+                                progress: Callable[[int], Progress] | None = None
+                                ) -> RebuildReport:
     """``medialog rebuild engagement``: the same against the configured services."""
     pool = await asyncpg.create_pool(settings.postgres_dsn.get_secret_value(), min_size=2,
                                      max_size=2)
     try:
-        return await rebuild(settings, pool)
+        return await rebuild(settings, pool, progress=progress)
     finally:
         await pool.close()

@@ -18,6 +18,7 @@ from medialog.api.access_log import AccessLog
 from medialog.api.app import create_app
 from medialog.config import Role, Settings
 from medialog.runtime.deps import Deps
+from medialog.runtime.progress import Progress
 
 __all__ = ["AccessLog", "build", "rebuild_engagement", "rederive_analytics"]
 
@@ -101,18 +102,22 @@ async def _projections(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def rebuild_engagement(settings: Settings) -> tuple[int, float]:
-    """``medialog rebuild engagement``: (records replayed, seconds)."""
+async def rebuild_engagement(settings: Settings, progress: Callable[[int], Progress] | None = None
+                             ) -> tuple[int, float]:
+    """``medialog rebuild engagement``: (records replayed, seconds). ``progress``: given
+    the number of records to read, the ``Progress`` the rebuild advances."""
     from projections.postgres.engagement_rebuild import rebuild_with_settings
 
-    report = await rebuild_with_settings(settings)
+    report = await rebuild_with_settings(settings, progress=progress)
     return report.records, report.seconds
 
 
-async def rederive_analytics(settings: Settings) -> tuple[int, dict[str, int], float]:
+async def rederive_analytics(settings: Settings, progress: Callable[[int], Progress] | None = None
+                             ) -> tuple[int, dict[str, int], float]:
     """``medialog rebuild analytics``: (rows re-derived, verdict counts, seconds). Raises a
-    ``RuntimeError`` (``StoreInUse``) while another process has the chDB store open."""
+    ``RuntimeError`` (``StoreInUse``) while another process has the chDB store open.
+    ``progress``: given the number of rows to read, the ``Progress`` the rebuild advances."""
     from projections.clickhouse.rederive import rederive_with_settings
 
-    done = await rederive_with_settings(settings)
+    done = await rederive_with_settings(settings, progress=progress)
     return done.rows, dict(done.verdicts), done.seconds

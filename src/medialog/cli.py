@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -176,7 +177,7 @@ async def _dev(base: Settings, port: int | None) -> None:
     api_port = base.api_port if port is None else port
     # Bound before anything starts: a port in use ends here, promptly and with nothing to stop.
     sockets = _listen(base.api_host, api_port)
-    stack = EmbeddedStack(data_dir, cache_dir=base.cache_dir)
+    stack = EmbeddedStack(data_dir, cache_dir=base.cache_dir, cors_origins=base.cors_origin_list)
     try:
         await stack.start()
         overrides = {**base.model_dump(), **stack.settings_overrides(), "api_port": api_port}
@@ -246,21 +247,25 @@ def migrate(postgres_only: bool) -> None:
 def rebuild(projection: str) -> None:
     """engagement: empty the PostgreSQL counters projection and fold it again from the log (safe
     while it runs). analytics: re-derive the ClickHouse view verdicts under the configured rule
-    (refused while another process has the chDB store open)."""
+    (refused while another process has the chDB store open). How far it is goes to stderr: a
+    progress bar on a terminal, else a line every few seconds."""
     settings = _settings()
     _logging(settings)
     from medialog.bootstrap import rebuild_engagement, rederive_analytics
+    from medialog.runtime.progress import Progress
 
+    label = f"rebuild {projection}"
     if projection == "analytics":
         try:
-            rows, verdicts, seconds = asyncio.run(rederive_analytics(settings))
+            rows, verdicts, seconds = asyncio.run(rederive_analytics(
+                settings, partial(Progress, label=label, unit="view reports")))
         except RuntimeError as exc:  # the chDB store is open in another process
             raise click.ClickException(str(exc)) from exc
         counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
         click.echo(f"{projection}: {rows} view reports re-derived ({counts or 'none'}) "
                    f"in {seconds:.1f}s")
         return
-    records, seconds = asyncio.run(rebuild_engagement(settings))
+    records, seconds = asyncio.run(rebuild_engagement(settings, partial(Progress, label=label)))
     click.echo(f"{projection}: {records} records replayed in {seconds:.1f}s")
 
 

@@ -7,10 +7,13 @@ in step, and ``tests/unit/test_compose.py`` checks docker-compose.yml uses only 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -80,6 +83,10 @@ class Settings(BaseSettings):
     # -- signed streaming URLs ---------------------------------------------------------------
     signing_keys: SecretStr = SecretStr("")  # "kid:secret[,kid:secret…]"; the first signs
 
+    # -- browsers and proxies (api; ``medialog dev`` also sets the buckets' CORS) --------------
+    cors_origins: str = ""  # "https://app.example[,…]": origins browsers may call from
+    trusted_proxies: str = ""  # IPs/CIDRs whose Forwarded / X-Forwarded-For is believed
+
     # -- engagement ----------------------------------------------------------------------------
     viewer_salt: SecretStr = SecretStr("")  # names anonymous viewers; required by the api role
     view_threshold_s: float = Field(default=10.0, gt=0)  # watch time that makes a view
@@ -101,10 +108,66 @@ class Settings(BaseSettings):
     playback_ttl_s: int = Field(default=3600, ge=60)  # signed URL lifetime when not asked
     playback_ttl_max_s: int = Field(default=86400, ge=60)  # longest expires_in accepted
 
+    # -- rate limits (api; ``limits`` notation, e.g. "100/day"; empty: unlimited) ------------
+    rate_limit_storage: str = "memory://"  # per process; async+redis://host:6379 shares them
+    rate_limit_uploads: str = "100/day"  # POST /v1/uploads, per caller
+    rate_limit_views: str = "600/minute"  # POST /v1/assets/{id}/views, per caller
+    rate_limit_writes: str = "600/minute"  # every other POST/PUT/PATCH/DELETE, per caller
+    rate_limit_reads: str = "1200/minute"  # GET/HEAD, per caller
+
     @field_validator("jwt_private_key_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("rate_limit_uploads", "rate_limit_views", "rate_limit_writes",
+                     "rate_limit_reads")
+    @classmethod
+    def _one_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(f"not a rate limit such as 100/day: {value!r}") from None
+            if any(sep in value for sep in ",;|"):
+                raise ValueError(f"one rate limit per route class, got {value!r}")
+        return value.strip()
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _async_storage(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith("async+"):
+            raise ValueError(f"rate_limit_storage is memory:// or async+…://, got {value!r}")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        """Each an exact origin, ``scheme://host[:port]`` (lower-cased, no path): browsers send
+        it so, and ``*`` or a pattern would hand the api to any page."""
+        origins = []
+        for entry in (e.strip().rstrip("/").lower() for e in value.split(",")):
+            if not entry:
+                continue
+            parts = urlsplit(entry)
+            if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+                    or parts.query or parts.fragment or "@" in parts.netloc):
+                raise ValueError(f"cors_origins: not an origin such as https://app.example: "
+                                 f"{entry!r}")
+            origins.append(entry)
+        return ",".join(origins)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        networks = []
+        for entry in (e.strip() for e in value.split(",")):
+            if entry:
+                try:
+                    networks.append(str(ipaddress.ip_network(entry, strict=False)))
+                except ValueError:
+                    raise ValueError(f"trusted_proxies: not an IP or CIDR: {entry!r}") from None
+        return ",".join(networks)
 
     @field_validator("jwt_algorithms")
     @classmethod
@@ -162,6 +225,10 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """Scratch space of the transcoder (one directory per job, removed when it ends)."""
         return self.data_dir / "work"
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(self.cors_origins.split(",")) if self.cors_origins else ()
 
     @property
     def presign_endpoint(self) -> str:

@@ -214,3 +214,56 @@ class BlobStore:
             self.settings.bucket_previews,
         ):
             await _off_loop("HeadBucket", self._s3.head_bucket, Bucket=bucket)
+
+
+# -- CORS of the buckets (browsers PUT uploads and GET downloads through presigned URLs) --------
+
+UPLOAD_METHODS = ("PUT",)
+READ_METHODS = ("GET", "HEAD")
+BUCKET_CORS_MAX_AGE_S = 600
+
+
+def bucket_cors(origins: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, Any]:
+    """The ``CORSConfiguration`` letting pages at ``origins`` call a bucket's presigned URLs
+    with ``methods``: any request header (a presigned PUT signs its Content-Type), and the
+    headers a player or an uploader reads exposed."""
+    return {"CORSRules": [{
+        "AllowedOrigins": list(origins),
+        "AllowedMethods": list(methods),
+        "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["ETag", "Content-Length", "Content-Range", "Accept-Ranges"],
+        "MaxAgeSeconds": BUCKET_CORS_MAX_AGE_S,
+    }]}
+
+
+def bucket_cors_methods(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Bucket → the methods browsers use on it: uploads PUT to staging, downloads GET masters,
+    and previews are GET too (the api streams them, a CDN may serve them straight)."""
+    return {settings.bucket_staging: UPLOAD_METHODS, settings.bucket_masters: READ_METHODS,
+            settings.bucket_previews: READ_METHODS}
+
+
+def apply_bucket_cors(client: BaseClient, bucket: str, origins: tuple[str, ...],
+                      methods: tuple[str, ...]) -> None:
+    """Make ``bucket`` allow exactly ``origins`` (none: remove its CORS configuration), so the
+    buckets follow ``Settings.cors_origins`` when it changes. Blocking (boto3): for start-up
+    tools (``medialog dev``, the compose ``buckets`` service)."""
+    if origins:
+        client.put_bucket_cors(Bucket=bucket, CORSConfiguration=bucket_cors(origins, methods))
+    else:
+        client.delete_bucket_cors(Bucket=bucket)
+
+
+def setup_buckets(settings: Settings) -> list[str]:
+    """Create the buckets that are missing and give each its CORS (``apply_bucket_cors``);
+    return the ones created. Blocking: for the compose ``buckets`` service (``medialog dev``
+    does the same on its own S3)."""
+    client, created = _client(settings, settings.s3_endpoint), []
+    for bucket, methods in bucket_cors_methods(settings).items():
+        try:
+            client.head_bucket(Bucket=bucket)
+        except ClientError:
+            client.create_bucket(Bucket=bucket)
+            created.append(bucket)
+        apply_bucket_cors(client, bucket, settings.cors_origin_list, methods)
+    return created

@@ -39,6 +39,7 @@ from medialog.domain.events import TranscodeRequested
 from medialog.envelope import decode_event
 from medialog.runtime.deps import Deps
 from medialog.runtime.handle_once import advance, already_handled
+from medialog.runtime.metrics import TRANSCODE_DEAD_LETTERED, TRANSCODE_JOBS_WAITING
 from medialog.runtime.retry import retrying
 from medialog.tracking import Position
 from streams.app import position, raw_topic
@@ -78,6 +79,8 @@ class TranscodeWorker:
         self.retry_topic = "jobs.transcode.retry"
         self.dead_topic = "jobs.transcode.dead-letter"
         self.watermark = Watermark()
+        self.held: set[tuple[str, int]] = set()  # partitions of jobs.transcode assigned to us
+        self.next_job: dict[tuple[str, int], int] = {}  # per partition: after the last begun
         self.runner = JobRunner(s, deps.pool, deps.blobs,
                                 asset_commands(deps.publisher),
                                 asyncio.Semaphore(s.transcode_concurrency), deps.notifier)
@@ -120,6 +123,7 @@ class TranscodeWorker:
             return
         tp = (p.topic, p.partition)
         self.watermark.begin(tp, p.offset)
+        self.next_job[tp] = max(self.next_job.get(tp, 0), p.offset + 1)
         try:
             job = TranscodeJob.model_validate_json(raw)
         except PydanticValidationError:
@@ -129,6 +133,20 @@ class TranscodeWorker:
         safe = self.watermark.end(tp, p.offset)
         if safe is not None:
             await self._store(TRANSCODER, Position(p.topic, p.partition, safe))
+
+    def jobs_waiting(self) -> int:
+        """Jobs on the partitions of ``jobs.transcode`` assigned to this process after the last
+        one it began, by the end offsets of Faust's last fetch (``TRANSCODE_JOBS_WAITING``). A
+        partition counts from its first job begun here: a restart begins one at once."""
+        ends = self.app.monitor.tp_end_offsets
+        return sum(max(0, end - self.next_job.get(tp, end))
+                   for tp, end in list(ends.items()) if (tp.topic, tp.partition) in self.held)
+
+    def assigned(self, partitions: set[faust.types.TP]) -> None:
+        """Faust's new assignment (every partition, after a revocation of the old ones)."""
+        jobs = self.settings.topic(self.jobs_topic)
+        self.held = {(tp.topic, tp.partition) for tp in partitions if tp.topic == jobs}
+        self.next_job = {tp: n for tp, n in self.next_job.items() if tp in self.held}
 
     async def _attempt(self, job: TranscodeJob) -> None:
         try:
@@ -201,6 +219,7 @@ class TranscodeWorker:
                           attempts=job.attempt, reason=reason, rung=rung, stderr_tail=tail,
                           failed_at=now)
         await self._send(self.dead_topic, job.asset_id, dead.model_dump_json().encode())
+        TRANSCODE_DEAD_LETTERED.inc()
         await self.runner.command(job, "fail", FailTranscode(
             job_id=job.job_id, reason=reason, rung=rung, attempts=job.attempt))
         log.error("transcode job %s of %s failed for good after %d attempts: %s",
@@ -227,6 +246,11 @@ class TranscodeWorker:
 def register(app: faust.App, deps: Deps) -> None:
     s = deps.settings
     worker = TranscodeWorker(app, deps)
+    TRANSCODE_JOBS_WAITING.set_function(worker.jobs_waiting)
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def assigned(_: faust.App, assigned: set[faust.types.TP], **__: Any) -> None:
+        worker.assigned(assigned)
 
     def topic(name: str) -> faust.TopicT:
         return raw_topic(app, s, name)

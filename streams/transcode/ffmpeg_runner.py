@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 
 from medialog.domain.errors import MedialogError
+from medialog.runtime.metrics import TRANSCODE_RUNG_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ async def run_ffmpeg(
     nice: int = 0,
 ) -> list[str]:
     """Run ``args`` (``args[0]`` is the binary) to completion; return the stderr tail lines.
-    ``nice`` > 0 runs it at a lower CPU priority (through nice(1), which execs in place, so the
-    pid we kill is ffmpeg's, with every thread it starts inheriting the priority).
+    ``rung`` names what it makes: rung names joined by ``+`` (each gets the run's time in
+    ``TRANSCODE_RUNG_SECONDS`` when it succeeds) or a stage (``thumb``). ``nice`` > 0 runs it
+    at a lower CPU priority (through nice(1), which execs in place, so the pid we kill is
+    ffmpeg's, with every thread it starts inheriting the priority).
 
     Raises ``TranscodeError`` on a missing binary, a non-zero exit or ``timeout_s`` elapsing.
     """
@@ -128,4 +131,6 @@ async def run_ffmpeg(
                 f"ffmpeg exited with {proc.returncode}: {last}", rung, stderr_tail="\n".join(tail)
             )
         log.info("ffmpeg for %s done in %.1fs", rung, elapsed)
+        for name in rung.split("+"):
+            TRANSCODE_RUNG_SECONDS.labels(name).observe(elapsed)
         return list(tail)

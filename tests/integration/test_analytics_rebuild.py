@@ -325,6 +325,10 @@ async def test_the_command_refuses_a_store_in_use_and_rederives_one_at_rest(
     done = rebuild_command(f"chdb://{path}", NEW, tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"analytics: {len(new)} view reports re-derived" in done.stdout
+    shown = [line for line in done.stderr.splitlines() if line.startswith("rebuild analytics: ")]
+    assert shown[0] == f"rebuild analytics: {len(new)} view reports to go", done.stderr
+    assert shown[-1].startswith(
+        f"rebuild analytics: done, {len(new)}/{len(new)} view reports in "), done.stderr
 
     ch = await open_store(path)
     try:

@@ -3,6 +3,7 @@ running embedded stack."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -11,7 +12,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from medialog.kafka import partitions_of
+from projections.postgres.engagement import TOPICS as ENGAGEMENT_TOPICS
 from tests.conftest import _kill_group, _processes_in, _reap_leftovers
 
 pytestmark = pytest.mark.integration
@@ -42,6 +46,29 @@ def test_topics_are_all_present_and_creation_is_idempotent(stack):
     assert check.returncode == 0 and "all topics present" in check.stdout, check.stderr
     create = medialog(stack, "topics")
     assert create.returncode == 0 and "nothing (all present)" in create.stdout, create.stderr
+
+
+async def test_rebuild_reports_its_progress_on_stderr(stack):
+    """Not on a terminal, ``medialog rebuild engagement`` says on stderr how many records it is
+    to read (every record of its topics) and, at the end, that it read them all."""
+    settings = stack.settings()
+    tps = await partitions_of(settings, ENGAGEMENT_TOPICS)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        ends, starts = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    total = sum(end - starts[tp] for tp, end in ends.items())
+    result = await asyncio.to_thread(medialog, stack, "rebuild", "engagement")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"engagement: {total} records replayed in ")
+    lines = [line for line in result.stderr.splitlines()
+             if line.startswith("rebuild engagement: ")]
+    assert lines[0] == f"rebuild engagement: {total:,} records to go", result.stderr
+    assert lines[-1].startswith(f"rebuild engagement: done, {total:,}/{total:,} records in "), (
+        result.stderr)
+    assert "\r" not in result.stderr  # no terminal, no redrawn bar
 
 
 async def test_token_command_mints_a_token_the_api_accepts(stack, http):

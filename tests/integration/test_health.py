@@ -1,14 +1,17 @@
 """``/health/ready`` against the real embedded stack's PostgreSQL, Kafka and S3, with ffmpeg and
 ffprobe behind wrappers that record every start: the endpoint is unauthenticated, so it must not
-start a process per request."""
+start a process per request, nor check the dependencies more than once a second."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,7 @@ async def readiness_app(stack: Any, ffmpeg: Path, ffprobe: Path) -> AsyncIterato
     app[keys.SETTINGS] = settings
     app[keys.PEERS] = {}
     app[health.TOOLS] = health.tools_of(settings)
+    app[health.READY] = health.ReadyCache()
     app[keys.LAGS] = Lags()
     app.cleanup_ctx.extend([_postgres, _blobs, _publisher])
     app.router.add_get("/health/ready", health.ready)
@@ -88,6 +92,7 @@ async def test_a_failed_ffmpeg_check_is_repeated_only_after_a_pause(stack, http,
     """A broken ffmpeg is reported down, the other dependencies still up, and is not started
     again per request; once the pause is over the next request checks again, and a repaired
     ffmpeg is then reported up (and, from then on, not started again)."""
+    monkeypatch.setattr(health, "READY_CACHE_S", 0.0)  # every request checks
     log = tmp_path / "starts.log"
     ffmpeg = recording_tool(tmp_path, "ffmpeg", log, works=False)
     ffprobe = recording_tool(tmp_path, "ffprobe", log)
@@ -111,6 +116,41 @@ async def test_a_failed_ffmpeg_check_is_repeated_only_after_a_pause(stack, http,
             status, body = await ready(http, url)
             assert status == 200, body
     assert starts(log) == ["ffmpeg", "ffmpeg", "ffprobe"]
+
+
+async def test_ready_says_what_runs_and_reuses_its_answer_for_a_second(stack, http, tmp_path):
+    """The answer names the version, the uptime and the resident memory. Requests within
+    ``READY_CACHE_S`` of a check, one after another or at once, get that check's very answer
+    (its time, latencies and uptime); the first request after it gets a new check."""
+    log = tmp_path / "starts.log"
+    ffmpeg = recording_tool(tmp_path, "ffmpeg", log)
+    ffprobe = recording_tool(tmp_path, "ffprobe", log)
+    async with readiness_app(stack, ffmpeg, ffprobe) as url:
+        status, first = await ready(http, url)
+        began = time.monotonic()  # the check ended before: the reuse lasts at least until then+1 s
+        again = [await ready(http, url) for _ in range(3)]
+        again += await asyncio.gather(*(ready(http, url) for _ in range(CALLS)))
+        assert time.monotonic() - began < health.READY_CACHE_S, "too slow to test the reuse"
+        await asyncio.sleep(health.READY_CACHE_S + 0.1)
+        _, later = await ready(http, url)
+    assert status == 200, first
+    assert first["version"] == version("medialog")
+    assert first["memory_rss_bytes"] > 0 and first["uptime_s"] >= 0
+    assert first["peers"] == {}
+    assert all(answer == (200, first) for answer in again)
+    assert datetime.fromisoformat(later["checked_at"]) > datetime.fromisoformat(
+        first["checked_at"])
+    assert later["uptime_s"] >= first["uptime_s"] + health.READY_CACHE_S
+
+
+async def test_ready_names_what_runs_in_the_peer_too(stack, http):
+    """``medialog dev``'s readiness adds its roles process's version, uptime and memory."""
+    status, body = await ready(http, f"{stack.base_url}/health/ready")
+    assert status == 200, body
+    roles = body["peers"]["roles"]
+    assert roles["version"] == body["version"] == version("medialog")
+    assert roles["uptime_s"] > 0 and roles["memory_rss_bytes"] > 0
+    assert body["uptime_s"] > 0 and body["memory_rss_bytes"] > 0
 
 
 async def test_ready_reports_each_projections_lag_per_partition(stack, http):

@@ -310,6 +310,34 @@ async def test_only_the_owner_edits_and_deletes(http, stack, pg):
             asset_id, [mallory.user_id, admin.user_id]) == 0
 
 
+async def test_metadata_given_at_creation_is_the_assets_from_the_start(http, stack, pg):
+    alice = Client(http, stack, user("alice"))
+    asset_id = await alice.upload({"title": "Harbour", "description": "Boats.\nAt dawn.",
+                                   "tags": ["Sea", "boats", "sea"], "category": "Travel",
+                                   "visibility": "private"})
+    _, asset = await alice.asset(asset_id)
+    assert asset["metadata"]["title"] == "Harbour" and asset["description"] == "Boats.\nAt dawn."
+    assert asset["tags"] == ["sea", "boats"] and asset["category"] == "Travel"
+    assert asset["visibility"] == "private" and asset["version"] == 2
+    status, history = await alice.call("GET", f"/v1/assets/{asset_id}/history", wait=False)
+    assert [e["type"] for e in history["events"]] == [
+        "medialog.asset.upload_requested", "medialog.asset.metadata_updated"]
+    assert history["events"][0]["data"]["visibility"] == "private"
+    # Another user does not see a private asset.
+    assert (await Client(http, stack, user("bob")).asset(asset_id))[0] == 404
+
+    # Refused as PATCH refuses it, every problem at once, and nothing is written.
+    before = await pg.fetchval("SELECT count(*) FROM assets WHERE owner_id = $1", alice.user_id)
+    status, body = await alice.call("POST", "/v1/uploads", json={
+        "filename": "clip.mp4", "content_type": "video/mp4", "size_bytes": 10,
+        "tags": ["ok", "no/slash"], "category": "", "visibility": "loud", "description": 5})
+    assert status == 400 and body["error"]["code"] == "VALIDATION_ERROR"
+    assert {d["field"] for d in body["error"]["details"]} == {
+        "tags", "category", "visibility", "description"}
+    assert await pg.fetchval("SELECT count(*) FROM assets WHERE owner_id = $1",
+                             alice.user_id) == before
+
+
 async def test_owner_edits_metadata_and_history_lists_the_events_in_order(http, stack):
     alice = Client(http, stack, user("alice"))
     asset_id = await alice.upload()

@@ -287,7 +287,8 @@ async def test_the_object_store_failing_while_streaming_is_503(
     monkeypatch.setattr("medialog.storage.boto3.client", lambda *_, **__: FailingS3(exc))
     app = web.Application(middlewares=[error_middleware])
     app[keys.SIGNING] = KEYS
-    app[keys.SETTINGS] = SimpleNamespace(bucket_previews="previews")  # type: ignore[assignment]
+    app[keys.SETTINGS] = SimpleNamespace(bucket_previews="previews",  # type: ignore[assignment]
+                                         trusted_proxies="")
     app[keys.BLOBS] = BlobStore(Settings())
     app[keys.PG] = OneAssetPool()  # type: ignore[assignment]
     app.router.add_get("/v1/stream/{asset}/{expires}/{signature}/{path:.*}", stream_object)

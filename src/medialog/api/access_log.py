@@ -1,8 +1,8 @@
 """The api's access log: aiohttp's, without the credentials some URLs carry.
 
 A stream URL's ``{signature}`` segment is a bearer credential (valid until the URL expires, not
-bound to an address by default): it is logged as ``REDACTED``. Everything else is as aiohttp's
-default format logs it."""
+bound to an address by default), and so is a status stream's ``access_token`` query parameter:
+both are logged as ``REDACTED``. Everything else is as aiohttp's default format logs it."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ from medialog.runtime.logs import REQUEST_ID
 
 REDACTED = "REDACTED"
 SECRET_SEGMENTS = ("signature",)  # route parameters that are credentials
+SECRET_QUERY = "access_token"  # the query parameter that is one (``api.status_token``)
 
 
 def logged_path(request: BaseRequest) -> str:
-    """``path_qs`` with the route's credential segments replaced."""
+    """``path_qs`` with the route's credential segments and query parameters replaced."""
     path = request.path_qs
+    if "?" in path and SECRET_QUERY in request.query:  # however the client encoded its name
+        path = str(request.rel_url.update_query({SECRET_QUERY: REDACTED}))
     if isinstance(request, Request):
         for name in SECRET_SEGMENTS:
             secret = request.match_info.get(name)

@@ -15,9 +15,13 @@ from aiohttp import web
 
 from medialog.api import health, keys
 from medialog.api.auth.verifier import TokenVerifier
+from medialog.api.cors import add_cors_headers, cors_middleware
 from medialog.api.errors import error_middleware
+from medialog.api.metrics import metrics_middleware
+from medialog.api.rate_limit import rate_limit_middleware, rate_limits_ctx
 from medialog.api.request_id import request_id_middleware
 from medialog.api.routes import setup_routes
+from medialog.api.security_headers import add_security_headers
 from medialog.clickhouse import Analytics
 from medialog.config import CLICKHOUSE_ROLES, Role, Settings
 from medialog.issuer import load_private_key, public_jwks
@@ -91,12 +95,18 @@ def create_app(
 ) -> web.Application:
     """``peers``: name → ``/health/ready`` URL of each process this one runs with (``medialog
     dev``'s roles process); this one is ready only when they are."""
-    app = web.Application(middlewares=[request_id_middleware, error_middleware],
+    app = web.Application(middlewares=[request_id_middleware, cors_middleware, metrics_middleware,
+                                       error_middleware, rate_limit_middleware],
                           client_max_size=1024**2)
+    # Headers every answer carries, streamed ones too: set as it is prepared.
+    app.on_response_prepare.append(add_security_headers)
+    if settings.cors_origins:
+        app.on_response_prepare.append(add_cors_headers)
     app[keys.SETTINGS] = settings
     app[keys.ROLES] = roles
     app[keys.PEERS] = dict(peers or {})
     app[health.TOOLS] = health.tools_of(settings)
+    app[health.READY] = health.ReadyCache()
     app[keys.LAGS] = Lags()
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_notifier)
@@ -107,5 +117,6 @@ def create_app(
     if "api" in roles:
         app.cleanup_ctx.append(_auth)
         app.cleanup_ctx.append(_signing)
+        app.cleanup_ctx.append(rate_limits_ctx)
     setup_routes(app, api="api" in roles, serve_jwks=settings.jwt_private_key_file is not None)
     return app

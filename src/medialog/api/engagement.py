@@ -40,6 +40,7 @@ from aiohttp import web
 from medialog.api import keys
 from medialog.api.assets import parse_asset_id, viewer_of
 from medialog.api.auth.principal import Principal
+from medialog.api.client_address import client_address
 from medialog.api.commands import append_event, outcome, send_command
 from medialog.api.engagement_queries import AssetLookup, fetch_stats
 from medialog.api.requests import (
@@ -108,7 +109,7 @@ async def report_view(request: web.Request) -> web.Response:
         asset_id=asset.asset_id,
         owner_id=asset.owner_id,
         viewer_key=who.user_id if who else anonymous_viewer_key(deps.viewer_salt,
-                                                                 request.remote or ""),
+                                                                 client_address(request)),
         signed_in=who is not None,
         session_id=spec.session_id,
         watch_seconds=spec.watch_seconds,

@@ -16,8 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from medialog.api import keys, queries
-from medialog.api.assets import owned_asset, readable_asset, viewer_of
-from medialog.api.requests import optional_principal, principal
+from medialog.api.assets import owned_asset, readable_asset
+from medialog.api.requests import principal
+from medialog.api.status_token import status_viewer
 from medialog.domain.asset import STATUS_AFTER, TERMINAL
 from medialog.timefmt import iso
 
@@ -73,7 +74,7 @@ async def stream_status(request: web.Request) -> web.StreamResponse:
     """``text/event-stream``: ``event: status`` messages ``{asset_id, version, status, event,
     time, detail}`` (``event`` null for the first, which is the state now); comments as
     heartbeats; closes after a terminal status, after 10 minutes, or when the client leaves."""
-    row = await readable_asset(request, viewer_of(await optional_principal(request)))
+    row = await readable_asset(request, await status_viewer(request))  # ?access_token= too
     asset_id: str = row["asset_id"]
     pool, notifier = request.app[keys.PG], request.app[keys.NOTIFIER]
     response = web.StreamResponse(headers={

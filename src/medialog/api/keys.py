@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from medialog.api.auth.verifier import TokenVerifier
+from medialog.api.operation import Route
 from medialog.clickhouse import Analytics
 from medialog.config import Role, Settings
 from medialog.kafka import Lags
@@ -31,3 +32,4 @@ LOCAL_JWKS = web.AppKey("local_jwks", dict[str, Any])
 PEERS: web.AppKey[Mapping[str, str]] = web.AppKey("peers")  # name → its /health/ready URL
 LAGS = web.AppKey("lags", Lags)  # the projections this process runs: their lag
 SIGNING = web.AppKey("signing", SigningKeys)  # keys of signed streaming URLs, parsed at start
+ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")  # the api's route table

@@ -28,6 +28,7 @@ from aiohttp import web
 from medialog.api import keys
 from medialog.api.assets import facts_of, readable_asset, viewer_of
 from medialog.api.auth.principal import Principal
+from medialog.api.client_address import client_address
 from medialog.api.commands import append_event
 from medialog.api.requests import correlation_id, optional_principal
 from medialog.api.streaming import signed_subject
@@ -66,7 +67,7 @@ async def issue_playback(request: web.Request) -> web.Response:
         thumbnail_key=row["thumbnail_key"],
     )
     check_playable(asset)
-    client_ip = request.remote if params.bind_ip else None
+    client_ip = (client_address(request) or None) if params.bind_ip else None
     if params.bind_ip and not client_ip:
         raise ValidationError("the client address is unknown: cannot bind to it",
                               code="CLIENT_ADDRESS_UNKNOWN")

@@ -14,14 +14,13 @@ from aiohttp.typedefs import Handler
 from medialog.runtime.logs import REQUEST_ID
 
 HEADER = "X-Request-Id"
-KEY = "request_id"
+KEY: web.RequestKey[str] = web.RequestKey("request_id")
 _SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def request_id_of(request: web.Request) -> str:
     """The id the middleware gave ``request``."""
-    rid: str = request[KEY]
-    return rid
+    return request[KEY]
 
 
 @web.middleware

@@ -16,7 +16,12 @@ from medialog.api.auth.bearer import bearer_token
 from medialog.api.auth.principal import Principal
 from medialog.api.request_id import request_id_of
 from medialog.domain.commands import CommandMeta
-from medialog.domain.errors import PayloadTooLarge, Unprocessable, ValidationError
+from medialog.domain.errors import (
+    PayloadTooLarge,
+    Unauthenticated,
+    Unprocessable,
+    ValidationError,
+)
 
 MAX_JSON_BYTES = 64 * 1024
 MAX_WAIT_S = 30.0
@@ -24,6 +29,7 @@ _WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _NAMESPACE = uuid.UUID("0b6b3f1e-3c1e-4c0a-8f0e-7a0f4f5e2d11")
 _BODY: web.RequestKey[Any] = web.RequestKey("json_body")  # the parsed body, for the fingerprint
+_PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")  # verified once
 _CLAIM = (  # one round trip: the fingerprint stored for the command id, this one if it is new
     "WITH new AS (INSERT INTO idempotency_keys (command_id, fingerprint) VALUES ($1, $2) "
     "ON CONFLICT DO NOTHING RETURNING fingerprint) "
@@ -66,9 +72,24 @@ async def read_json(request: web.Request) -> Any:
 
 
 async def principal(request: web.Request) -> Principal:
-    """The authenticated caller; raises Unauthenticated when absent or invalid."""
+    """The authenticated caller; raises Unauthenticated when absent or invalid. Verified once
+    per request: the rate limiter may have done it already."""
+    if _PRINCIPAL in request:
+        return request[_PRINCIPAL]
     token = bearer_token(request.headers.get("Authorization"))
-    return await request.app[keys.VERIFIER].verify(token)
+    request[_PRINCIPAL] = who = await request.app[keys.VERIFIER].verify(token)
+    return who
+
+
+async def verified_principal(request: web.Request) -> Principal | None:
+    """The caller of a valid bearer token, else None (no token, or one that does not verify:
+    the handler's ``principal`` refuses it). For code that must not refuse, the rate limiter."""
+    if "Authorization" not in request.headers:
+        return None
+    try:
+        return await principal(request)
+    except Unauthenticated:
+        return None
 
 
 async def optional_principal(request: web.Request) -> Principal | None:

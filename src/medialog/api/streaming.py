@@ -37,6 +37,7 @@ import time
 from aiohttp import web
 
 from medialog.api import keys
+from medialog.api.client_address import client_address
 from medialog.api.engagement_queries import fetch_asset_ref
 from medialog.api.errors import error_response
 from medialog.domain.access import may_stream, not_found
@@ -121,7 +122,7 @@ async def stream_object(request: web.Request) -> web.StreamResponse:
         raise _not_found()
     subject, expires, token, raw_path = parts[3:]
     verify_stream(request.app[keys.SIGNING], subject, expires, token, now=time.time(),
-                  client_ip=request.remote)
+                  client_ip=client_address(request) or None)
     if "%2f" in raw_path.lower() or "%5c" in raw_path.lower():
         raise Forbidden("object path has an encoded slash", code=PATH_INVALID)
     path = safe_object_path(raw_path)

@@ -17,7 +17,7 @@ import re
 import shutil
 import sys
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,8 +96,10 @@ class SeaweedFS:
     """One ``weed mini`` process storing everything under ``root``."""
 
     def __init__(self, root: Path, log_file: Path, ports: SeaweedPorts, access_key: str,
-                 secret_key: str, region: str = "us-east-1", weed_bin: str | None = None) -> None:
+                 secret_key: str, region: str = "us-east-1", weed_bin: str | None = None,
+                 cors_origins: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.cors_origins = cors_origins
         self.ports = ports
         self.region = region
         self._access_key = access_key
@@ -126,6 +128,9 @@ class SeaweedFS:
             f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3_grpc}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-s3.localSocket={d / 's3.sock'}", f"-s3.config={self.root / 's3.json'}",
+            # CORS of a bucket without its own configuration: weed's default is "*"; empty
+            # allows no origin.
+            f"-s3.allowedOrigins={','.join(self.cors_origins)}",
             "-webdav=false", "-admin.ui=false",
             f"-admin.port={p.admin}", f"-admin.port.grpc={p.admin_grpc}",
         ]
@@ -225,6 +230,15 @@ class SeaweedFS:
 
         for name in names:
             await asyncio.to_thread(create, name)
+
+    async def apply_cors(self, methods: Mapping[str, tuple[str, ...]]) -> None:
+        """Give each bucket CORS for ``cors_origins`` and its ``methods`` (none configured:
+        remove it). SeaweedFS honours PutBucketCors, preflights included."""
+        from medialog.storage import apply_bucket_cors
+
+        for name, allowed in methods.items():
+            await asyncio.to_thread(apply_bucket_cors, self.client(), name, self.cors_origins,
+                                    allowed)
 
     @property
     def pid(self) -> int | None:

@@ -42,10 +42,12 @@ from medialog.embedded.kafka_broker import KafkaBroker, new_cluster_id
 from medialog.embedded.postgres import PG_USER, Postgres, user_can_reach
 from medialog.embedded.processes import EmbeddedError, free_port, port_is_free
 from medialog.embedded.seaweedfs import SeaweedFS, SeaweedPorts
+from medialog.storage import READ_METHODS, UPLOAD_METHODS
 
 log = logging.getLogger(__name__)
 
 BUCKETS = ("staging", "masters", "previews")
+BUCKET_CORS = {"staging": UPLOAD_METHODS, "masters": READ_METHODS, "previews": READ_METHODS}
 EXTERNAL_PG_ROOT = Path("/var/lib/medialog")
 SIGNING_KID = "k1"
 REGION = "us-east-1"
@@ -72,8 +74,10 @@ class EmbeddedStack:
         kafka_port: int | None = None,
         postgres_port: int | None = None,
         cache_dir: Path = Path("~/.cache/medialog"),
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self.cors_origins = cors_origins  # the buckets' CORS (``Settings.cors_origins``)
         self.cache_dir = Path(cache_dir).expanduser()
         self._fixed = {"s3": s3_port, "kafka": kafka_port, "postgres": postgres_port}
         self._state: dict[str, Any] | None = None
@@ -183,7 +187,8 @@ class EmbeddedStack:
         self.seaweedfs = SeaweedFS(
             self.data_dir / "seaweedfs", logs / "seaweedfs.log",
             SeaweedPorts(s3=ports["s3"], **ports["seaweedfs"]),
-            state["s3_access_key"], state["s3_secret_key"], REGION)
+            state["s3_access_key"], state["s3_secret_key"], REGION,
+            cors_origins=self.cors_origins)
         pg_root = await self._postgres_root(state["stack_id"])
         pg_log = logs / "postgres.log"
         if not pg_root.is_relative_to(self.data_dir):  # the server must write its log there
@@ -201,6 +206,7 @@ class EmbeddedStack:
             if isinstance(result, BaseException):
                 raise result
         await self.seaweedfs.create_buckets(BUCKETS)
+        await self.seaweedfs.apply_cors(BUCKET_CORS)
 
     async def _postgres_root(self, stack_id: str) -> Path:
         """Where PostgreSQL keeps its cluster: in the data dir unless, as root, the ``postgres``

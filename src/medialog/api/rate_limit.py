@@ -1,0 +1,258 @@
+"""Rate limits: every api request but the health, metrics, docs and JWKS routes spends one unit
+of its caller's budget for its route class, before its handler runs.
+
+* The caller is the principal of a valid bearer token (``user:<id>``), else the client address
+  (``addr:<address>``, from ``client_address``): an invalid token is limited as anonymous and
+  left to the handler to refuse. A verified principal is kept on the request
+  (``requests.verified_principal``), so the handler does not verify it again.
+* Route classes (``route_class``): ``uploads`` (``POST /v1/uploads``), ``views`` (``POST
+  /v1/assets/{asset_id}/views``), ``reads`` (``GET``/``HEAD``), ``writes`` (any other method).
+  Each has its own limit (``Settings.rate_limit_<class>``, the ``limits`` notation, e.g.
+  ``100/day``; empty: unlimited) and its own budget per caller.
+* Over the limit: 429 ``RATE_LIMITED`` (the one error shape) with ``Retry-After``, and the
+  handler does not run, so nothing is written. Every limited answer a handler returns unsent
+  (all but streamed ones) carries ``RateLimit-Limit``, ``RateLimit-Remaining`` and
+  ``RateLimit-Reset`` (seconds until the window resets), as does the 429.
+* The strategy is the fixed window (``limits``' ``FixedWindowRateLimiter``): one counter per
+  caller, class and window, O(1) memory per caller, an atomic ``INCR`` on Redis; a moving
+  window keeps a timestamp per request (600 per anonymous address at the default views limit)
+  for an exactness abuse protection does not need. The price: up to twice the limit across a
+  window boundary. A hit is that strategy's two storage calls done directly (the count and the
+  window's end), its key built once per hit: the strategy's ``hit`` then ``get_window_stats``
+  cost three calls and three keys (27 µs a hit in memory, three Redis round trips).
+* Storage: ``Settings.rate_limit_storage``. ``memory://`` counts in this process (each api
+  instance has its own budgets) with ``MemoryCounters``; any ``limits`` async URI (e.g.
+  ``async+redis://host:6379``) shares the budgets between instances. When that storage fails,
+  requests pass unlimited (logged at most once a minute): the limiter never takes the api down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
+from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage, Storage
+from limits.aio.storage.redis.coredis import CoredisBridge
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from multidict import CIMultiDict
+
+from medialog.api import keys
+from medialog.api.client_address import client_address
+from medialog.api.errors import error_response
+from medialog.api.requests import verified_principal
+from medialog.config import Settings
+from medialog.runtime.metrics import RATE_LIMIT_REJECTIONS
+
+log = logging.getLogger(__name__)
+
+RouteClass = Literal["uploads", "views", "writes", "reads"]
+MEMORY: Final = "memory://"
+_READS: Final = frozenset({"GET", "HEAD"})
+_STORAGE_WARNING_EVERY_S: Final = 60.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_class(method: str, path: str, unlimited: frozenset[str] = frozenset()
+                ) -> RouteClass | None:
+    """The class of a request to ``path`` (a route's canonical path, ``{asset_id}`` and all),
+    or None for routes never limited: ``unlimited`` (the route table's ``limited=False``:
+    health, metrics, the API description, the JWKS), the docs page's assets and CORS preflights
+    (``OPTIONS``)."""
+    if path in unlimited or path.startswith("/docs") or method == "OPTIONS":
+        return None
+    if method == "POST":
+        if path == "/v1/uploads":
+            return "uploads"
+        if path == "/v1/assets/{asset_id}/views":
+            return "views"
+    return "reads" if method in _READS else "writes"
+
+
+class MemoryCounters(Storage):
+    """``limits``' fixed-window storage in this process's memory. ``limits``' own
+    ``MemoryStorage`` sweeps every key on nearly every hit (a task a call: 1.1 ms a hit with
+    10,000 callers), so this one expires a counter when it is next read and drops the expired
+    ones at most every ``sweep_s``. Single event loop, no await inside: each call is atomic."""
+
+    def __init__(self, sweep_s: float = 10.0) -> None:
+        super().__init__()
+        self._counters: dict[str, list[float]] = {}  # key → [count, expires at (wall clock)]
+        self._sweep_s = sweep_s
+        self._next_sweep = time.time() + sweep_s
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ValueError
+
+    def _live(self, key: str, now: float) -> list[float] | None:
+        if now >= self._next_sweep:
+            self._counters = {k: c for k, c in self._counters.items() if c[1] > now}
+            self._next_sweep = now + self._sweep_s
+        counter = self._counters.get(key)
+        return counter if counter is not None and counter[1] > now else None
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        counter = self._live(key, now)
+        if counter is None:
+            counter = self._counters[key] = [0, now + expiry]
+        counter[0] += amount
+        return int(counter[0])
+
+    async def get(self, key: str) -> int:
+        counter = self._live(key, time.time())
+        return 0 if counter is None else int(counter[0])
+
+    async def get_expiry(self, key: str) -> float:
+        now = time.time()
+        counter = self._live(key, now)
+        return now if counter is None else counter[1]
+
+    async def check(self) -> bool:
+        return True
+
+    async def reset(self) -> int | None:
+        count = len(self._counters)
+        self._counters.clear()
+        return count
+
+    async def clear(self, key: str) -> None:
+        self._counters.pop(key, None)
+
+
+def storage_of(uri: str) -> Storage:
+    """``memory://``: this process's ``MemoryCounters``; else the ``limits`` async storage of
+    ``uri`` (its errors wrapped as ``StorageError``). Opens no connection."""
+    if uri == MEMORY:
+        return MemoryCounters()
+    storage = storage_from_string(uri, wrap_exceptions=True)
+    if not isinstance(storage, Storage):
+        raise ValueError(f"rate_limit_storage {uri!r} is not an async storage (async+…://)")
+    return storage
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A route class's limit, with what each hit needs of it."""
+
+    route_class: RouteClass
+    item: RateLimitItem
+    key_prefix: str  # a caller's counter is key_prefix + caller
+
+    @classmethod
+    def of(cls, route_class: RouteClass, value: str) -> Limit:
+        item = parse(value)
+        return cls(route_class, item, item.key_for(route_class) + "/")
+
+
+class RateLimits:
+    """The limit of each route class and the counters they are spent from."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        self.storage = storage_of(settings.rate_limit_storage) if storage is None else storage
+        configured: dict[RouteClass, str] = {
+            "uploads": settings.rate_limit_uploads,
+            "views": settings.rate_limit_views,
+            "writes": settings.rate_limit_writes,
+            "reads": settings.rate_limit_reads,
+        }
+        self.limits = {name: Limit.of(name, value) for name, value in configured.items() if value}
+        self._routes: dict[AbstractRoute, Limit | None] = {}
+        self._unlimited: frozenset[str] = frozenset()
+        self._warned_at = -math.inf
+
+    def index_routes(self, router: web.UrlDispatcher, unlimited: frozenset[str]) -> None:
+        """Resolve each route's limit once (the router is frozen by then)."""
+        self._unlimited = unlimited
+        for route in router.routes():
+            name = route_class(route.method, route.resource.canonical if route.resource else "",
+                               unlimited)
+            self._routes[route] = self.limits.get(name) if name else None
+
+    def limit_of(self, request: web.Request) -> Limit | None:
+        """The limit a request spends from; None when it is not limited."""
+        route = request.match_info.route
+        if route in self._routes:
+            return self._routes[route]
+        name = route_class(request.method, request.path, self._unlimited)  # 404 or 405
+        return self.limits.get(name) if name else None
+
+    async def hit(self, limit: Limit, caller: str) -> tuple[bool, int, float] | None:
+        """Spend one unit of ``caller``'s budget for ``limit``: whether it was left, what is left
+        and when the window resets (wall clock); None when the storage failed."""
+        key = limit.key_prefix + caller
+        try:
+            count = await self.storage.incr(key, limit.item.get_expiry())
+            reset_at = await self.storage.get_expiry(key)
+        except StorageError as exc:
+            now = time.monotonic()
+            if now - self._warned_at >= _STORAGE_WARNING_EVERY_S:
+                self._warned_at = now
+                log.warning("rate limit storage failed, requests pass unlimited: %s", exc)
+            return None
+        amount = limit.item.amount
+        return count <= amount, max(0, amount - count), reset_at
+
+    async def close(self) -> None:
+        """Close the storage's connections (``limits`` has no close of its own)."""
+        bridge = self.storage.bridge if isinstance(self.storage, RedisStorage) else None
+        if isinstance(bridge, CoredisBridge):
+            bridge.get_connection().connection_pool.disconnect()
+
+
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)  # here, not in keys: keys would import us
+
+
+async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the limiter from the settings, its routes indexed; closed on exit."""
+    limits = RateLimits(app[keys.SETTINGS])
+    unlimited = frozenset(r.path for r in app[keys.ROUTES] if not r.limited)
+    limits.index_routes(app.router, unlimited)
+    app[RATE_LIMITS] = limits
+    yield
+    await limits.close()
+
+
+def _headers(headers: CIMultiDict[str], item: RateLimitItem, remaining: int, reset_s: int) -> None:
+    headers["RateLimit-Limit"] = str(item.amount)
+    headers["RateLimit-Remaining"] = str(remaining)
+    headers["RateLimit-Reset"] = str(reset_s)
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Spend the caller's budget before the handler runs; 429 ``RATE_LIMITED`` when it is
+    spent (see the module docstring)."""
+    limits = request.app.get(RATE_LIMITS)
+    limit = None if limits is None else limits.limit_of(request)
+    if limit is None or limits is None:
+        return await handler(request)
+    who = await verified_principal(request)
+    caller = f"addr:{client_address(request)}" if who is None else f"user:{who.user_id}"
+    outcome = await limits.hit(limit, caller)
+    if outcome is None:
+        return await handler(request)
+    allowed, remaining, reset_at = outcome
+    name, item = limit.route_class, limit.item
+    reset_s = max(0, math.ceil(reset_at - time.time()))
+    if not allowed:
+        RATE_LIMIT_REJECTIONS.labels(route_class=name).inc()
+        refused = error_response(
+            429, "RATE_LIMITED",
+            f"too many {name} requests (at most {item}); retry in {max(1, reset_s)} s")
+        refused.headers["Retry-After"] = str(max(1, reset_s))
+        _headers(refused.headers, item, remaining, reset_s)
+        return refused
+    response = await handler(request)
+    if not response.prepared:
+        _headers(response.headers, item, remaining, reset_s)
+    return response

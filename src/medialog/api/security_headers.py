@@ -1,0 +1,27 @@
+"""Security headers on every answer of the app, errors and streamed answers included (an
+``on_response_prepare`` handler: a streamed answer's headers leave at ``prepare``, before any
+middleware sees it). Why: the api serves JSON and media, never pages, so a browser must not
+sniff, frame or run any of it, nor leak its URLs (stream signatures, status tokens) as a
+referrer.
+
+``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` everywhere; outside
+``/docs`` (a page with its own policy) ``Content-Security-Policy: default-src 'none';
+frame-ancestors 'none'``. A header the handler set itself wins."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+CSP: Final = "default-src 'none'; frame-ancestors 'none'"
+DOCS: Final = "/docs"
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    path = request.path
+    if not (path == DOCS or path.startswith("/docs/")):
+        headers.setdefault("Content-Security-Policy", CSP)

@@ -1,0 +1,153 @@
+"""The rate limiter's pure parts: route classes, the in-memory counters, the settings' rules, and
+the middleware over a trivial route (memory storage, no stack)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
+from pydantic import ValidationError
+
+from medialog.api import keys, routes
+from medialog.api import rate_limit as rl
+from medialog.api.errors import error_middleware
+from medialog.api.rate_limit import MemoryCounters, route_class
+from medialog.config import Settings
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("POST", "/v1/uploads", "uploads"),
+    ("POST", "/v1/assets/{asset_id}/views", "views"),
+    ("POST", "/v1/assets/{asset_id}/complete", "writes"),
+    ("PATCH", "/v1/assets/{asset_id}", "writes"),
+    ("PUT", "/v1/assets/{asset_id}/like", "writes"),
+    ("DELETE", "/v1/assets/{asset_id}", "writes"),
+    ("GET", "/v1/uploads", "reads"),
+    ("GET", "/v1/assets/{asset_id}", "reads"),
+    ("HEAD", "/v1/stream/{asset}/{expires}/{signature}/{path}", "reads"),
+    ("GET", "/health", None),
+    ("GET", "/health/ready", None),
+    ("GET", "/metrics", None),
+    ("GET", "/openapi.json", None),
+    ("GET", "/docs", None),
+    ("GET", "/docs/swagger-ui.css", None),
+    ("GET", "/.well-known/jwks.json", None),
+    ("OPTIONS", "/v1/uploads", None),
+])
+def test_route_classes(method: str, path: str, expected: str | None) -> None:
+    """The unlimited paths are those the route table marks ``limited=False``."""
+    unlimited = frozenset(r.path for r in (*routes.EVERY_PROCESS, *routes.api_routes(
+        serve_jwks=True)) if not r.limited)
+    assert route_class(method, path, unlimited) == expected
+
+
+async def test_memory_counters_count_per_key_until_the_window_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(rl.time, "time", lambda: now[0])
+    counters = MemoryCounters(sweep_s=10.0)
+    assert [await counters.incr("a", 60) for _ in range(3)] == [1, 2, 3]
+    assert await counters.incr("b", 60) == 1
+    assert await counters.get("a") == 3
+    assert await counters.get_expiry("a") == 1060.0
+    now[0] = 1059.9
+    assert await counters.incr("a", 60) == 4
+    now[0] = 1060.0  # the window ended: a new one starts with this hit
+    assert await counters.get("a") == 0
+    assert await counters.incr("a", 60) == 1
+    assert await counters.get_expiry("a") == 1120.0
+
+
+async def test_memory_counters_drop_expired_keys_in_a_sweep(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(rl.time, "time", lambda: now[0])
+    counters = MemoryCounters(sweep_s=10.0)
+    for n in range(100):
+        await counters.incr(f"k{n}", 5)
+    await counters.incr("long", 600)
+    now[0] = 1011.0  # past the keys' windows and the next sweep
+    assert await counters.get("long") == 1
+    assert set(counters._counters) == {"long"}
+
+
+@pytest.mark.parametrize("value", ["100/day", "600/minute", "10 per 2 hours", "", "  "])
+def test_rate_limit_settings_take_one_limit_or_nothing(value: str) -> None:
+    assert Settings(rate_limit_uploads=value).rate_limit_uploads == value.strip()
+
+
+@pytest.mark.parametrize("value", ["100", "many/day", "10/second;600/minute", "1/day,2/week"])
+def test_rate_limit_settings_refuse_anything_else(value: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(rate_limit_reads=value)
+
+
+@pytest.mark.parametrize("value", ["redis://127.0.0.1:6379", "memory", ""])
+def test_the_storage_is_memory_or_an_async_uri(value: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(rate_limit_storage=value)
+    assert Settings(rate_limit_storage="async+redis://r:6379").rate_limit_storage
+
+
+CALLS = web.AppKey("calls", list[str])  # the paths whose handler ran
+
+
+async def _ok(request: web.Request) -> web.Response:
+    request.app[CALLS].append(request.path)
+    return web.json_response({"ok": True})
+
+
+@contextlib.asynccontextmanager
+async def serve(**limits: str) -> AsyncIterator[tuple[str, list[str]]]:
+    app = web.Application(middlewares=[error_middleware, rl.rate_limit_middleware])
+    app[CALLS] = []
+    app[keys.SETTINGS] = Settings(**limits)  # type: ignore[arg-type]
+    app[keys.ROUTES] = routes.EVERY_PROCESS  # /health: limited=False
+    app.cleanup_ctx.append(rl.rate_limits_ctx)
+    app.router.add_get("/things", _ok)
+    app.router.add_post("/v1/uploads", _ok)
+    app.router.add_get("/health", _ok)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/"), app[CALLS]
+    finally:
+        await server.close()
+
+
+async def test_the_middleware_answers_429_before_the_handler_runs() -> None:
+    async with serve(rate_limit_reads="2/minute", rate_limit_uploads="1/day") as (base, calls), \
+            ClientSession() as http:
+        seen = []
+        for _ in range(3):
+            async with http.get(f"{base}/things") as r:
+                seen.append((r.status, r.headers.get("RateLimit-Limit"),
+                             r.headers.get("RateLimit-Remaining"), "Retry-After" in r.headers))
+                body = await r.json()
+        assert seen == [(200, "2", "1", False), (200, "2", "0", False), (429, "2", "0", True)]
+        assert body["error"]["code"] == "RATE_LIMITED"
+        assert 0 < int(r.headers["RateLimit-Reset"]) <= 60
+        assert r.content_type == "application/json"
+        assert calls == ["/things", "/things"]
+        async with http.post(f"{base}/v1/uploads") as r:  # another class: its own budget
+            assert r.status == 200
+        async with http.post(f"{base}/v1/uploads") as r:
+            assert r.status == 429
+            assert 82800 < int(r.headers["Retry-After"]) <= 86400
+        async with http.get(f"{base}/nowhere") as r:  # no route: limited as a read
+            assert r.status == 429
+        for _ in range(3):
+            async with http.get(f"{base}/health") as r:
+                assert r.status == 200
+                assert "RateLimit-Limit" not in r.headers
+
+
+async def test_unlimited_classes_skip_the_limiter() -> None:
+    async with serve(rate_limit_reads="") as (base, _), ClientSession() as http:
+        for _ in range(5):
+            async with http.get(f"{base}/things") as r:
+                assert r.status == 200
+                assert "RateLimit-Limit" not in r.headers
