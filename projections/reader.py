@@ -44,7 +44,9 @@ async def read(settings: Settings, name: str, topics: Sequence[str], batch_max: 
     """Read ``topics`` in ``name``'s group until cancelled, handing ``handle`` each batch (at
     most ``batch_max`` records, what arrived within ``within_s``; each partition's in log
     order), keeping ``lags`` up to date and timing each batch (``PROJECTION_BATCH_SECONDS``).
-    ``handle`` must not give up on a batch: the runner's ``*_or_skip`` never raise."""
+    ``handle`` must not give up on a batch: the runner's ``*_or_skip`` never raise. Stopping
+    (cancelled), it commits the offsets of the batches applied since the last commit; a batch
+    cut off rolls back and is read again."""
     batch_seconds = PROJECTION_BATCH_SECONDS.labels(name)
     consumer = new_consumer(settings, group_of(settings, name), topics)
     await consumer.start()
@@ -66,6 +68,8 @@ async def read(settings: Settings, name: str, topics: Sequence[str], batch_max: 
                 applied, committed_at = {}, time.monotonic()
     finally:
         lags.forget(name)
+        if applied:  # stopping: the batches applied since the last commit are not read again
+            await _commit(consumer, name, applied)
         await consumer.stop()
 
 

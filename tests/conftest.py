@@ -45,8 +45,9 @@ class DevStack:
 
     browser_origin = "http://app.medialog.test"  # MEDIALOG_CORS_ORIGINS
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = dict(env or {})  # MEDIALOG_* of this stack's own (they win)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "dev.log"
@@ -80,6 +81,7 @@ class DevStack:
         # a browser app's origin; a reverse proxy on 127.0.0.1 (integration/test_browser.py)
         env["MEDIALOG_CORS_ORIGINS"] = self.browser_origin
         env["MEDIALOG_TRUSTED_PROXIES"] = "127.0.0.1"
+        env.update(self.env)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

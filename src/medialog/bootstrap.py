@@ -20,7 +20,8 @@ from medialog.config import Role, Settings
 from medialog.runtime.deps import Deps
 from medialog.runtime.progress import Progress
 
-__all__ = ["AccessLog", "build", "rebuild_engagement", "rederive_analytics"]
+__all__ = ["AccessLog", "build", "rebuild_engagement", "rederive_analytics",
+           "verify_read_models"]
 
 FAUST_ROLES: frozenset[Role] = frozenset({"actors", "workers"})
 PROJECTION_ROLES: frozenset[Role] = frozenset({"projections", "analytics"})
@@ -110,6 +111,18 @@ async def rebuild_engagement(settings: Settings, progress: Callable[[int], Progr
 
     report = await rebuild_with_settings(settings, progress=progress)
     return report.records, report.seconds
+
+
+async def verify_read_models(settings: Settings, which: str,
+                             progress: Callable[[int], Progress] | None = None
+                             ) -> tuple[list[str], bool]:
+    """``medialog verify``: (the report's lines, whether every table equals the log's fold).
+    Raises a ``RuntimeError`` (``VerifyError``) when the log cannot be folded again.
+    ``progress``: given the number of records to fold, the ``Progress`` it advances."""
+    from projections.postgres.verify import verify
+
+    report = await verify(settings, which, progress=progress)
+    return report.lines(), report.equal
 
 
 async def rederive_analytics(settings: Settings, progress: Callable[[int], Progress] | None = None

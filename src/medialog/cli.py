@@ -21,7 +21,6 @@ from aiohttp import web
 from medialog.config import ALL_ROLES, CLICKHOUSE_ROLES, Role, Settings
 from medialog.runtime.logs import setup_logging
 
-SHUTDOWN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 128  # aiohttp's default
 
 
@@ -108,18 +107,23 @@ def _listen(host: str, port: int) -> list[socket.socket]:
 
 
 async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object = None,
-                peers: dict[str, str] | None = None,
+                on_stop: object = None, peers: dict[str, str] | None = None,
                 sockets: list[socket.socket] | None = None) -> None:
-    """Run the app until SIGINT/SIGTERM, then drain and stop every client.
+    """Run the app until SIGINT/SIGTERM (then ``on_stop()``), then drain and stop every client.
 
     The api address is bound first (``sockets``, made by :func:`_listen` when not given), so a
     port in use fails before any client or consumer starts. Whatever started is stopped however
-    serving ends: a failure while starting, a signal, or an error."""
+    serving ends: a failure while starting, a signal, or an error. The drain (docs/operations.md,
+    "Stopping") takes at most ``shutdown_timeout_s``, in-flight requests half of it; the same
+    signal again ends it at once."""
     from medialog.bootstrap import AccessLog, build
 
     log = logging.getLogger(__name__)
+    timeout = settings.shutdown_timeout_s
     runner = web.AppRunner(build(settings, roles, peers=peers), handle_signals=False,
-                           access_log_class=AccessLog)
+                           access_log_class=AccessLog, shutdown_timeout=timeout / 2)
+    loop = asyncio.get_running_loop()
+    received: list[int] = []  # the signal that stopped serving
     listening = _listen(settings.api_host, settings.api_port) if sockets is None else sockets
     try:
         # Until started, Ctrl-C is asyncio.run's: it cancels this task, and the finally below
@@ -129,22 +133,46 @@ async def serve(settings: Settings, roles: frozenset[Role], *, on_ready: object 
         for sock in listening:
             await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+
+        def stopping(sig: int) -> None:
+            received.append(sig)
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping, sig)
         if callable(on_ready):
             on_ready()
         await stop.wait()
+        if callable(on_stop):
+            on_stop()
     finally:
-        log.info("stopping")
-        # Draining is bounded: Faust waits for in-flight agent work, a projection's batch in
-        # flight rolls back, and every effect is idempotent (docs/architecture.md, rule 6), so
-        # giving up on a stuck drain loses nothing.
+        log.info("stopping: draining for at most %gs", timeout)
+        # Draining is bounded: the sites stop accepting, in-flight requests finish, Faust stops
+        # its agents, projections commit what they applied (a batch in flight rolls back); every
+        # effect is idempotent and positions are stored with effects (docs/architecture.md,
+        # rule 6), so giving up on a stuck drain loses nothing.
+        cleanup = asyncio.ensure_future(runner.cleanup())
+
+        def again(sig: int) -> None:
+            # Only the same signal again: Ctrl-C reaches ``medialog dev``'s roles process too,
+            # which then gets the SIGTERM its parent sends it as well.
+            if not received or sig in received:
+                cleanup.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, again, sig)
         try:
-            await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT_S)
-        except TimeoutError:
-            log.error("shutdown did not finish in %ss; exiting anyway", SHUTDOWN_TIMEOUT_S)
+            await asyncio.wait([cleanup], timeout=timeout)
+            if not cleanup.done():
+                log.error("shutdown did not finish in %gs; exiting anyway", timeout)
+                cleanup.cancel()
+            elif cleanup.cancelled():
+                log.warning("signalled again: exiting without finishing the drain")
+            else:
+                cleanup.result()  # a failure while stopping is raised
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
             for sock in listening:  # the sites closed those they served; the rest here
                 sock.close()
 
@@ -205,13 +233,18 @@ async def _dev(base: Settings, port: int | None) -> None:
             click.echo("  more tokens: medialog token --user U --role creator   (Ctrl-C stops)")
 
         roles = RolesProcess(settings, frozenset(ALL_ROLES) - CLICKHOUSE_ROLES,
-                             stop_timeout=SHUTDOWN_TIMEOUT_S + 10)
+                             stop_timeout=settings.shutdown_timeout_s + 5)
         await roles.start()
+        roles_stopping: list[asyncio.Future[None]] = []
+
+        def stop_roles() -> None:  # both processes drain at once: one drain's time, not two
+            roles_stopping.append(asyncio.ensure_future(roles.stop()))
+
         try:
-            await serve(settings, CLICKHOUSE_ROLES, on_ready=announce,
+            await serve(settings, CLICKHOUSE_ROLES, on_ready=announce, on_stop=stop_roles,
                         peers={"roles": roles.health_url}, sockets=sockets)
         finally:
-            await roles.stop()
+            await (roles_stopping[0] if roles_stopping else roles.stop())
     finally:
         for sock in sockets:
             sock.close()
@@ -267,6 +300,34 @@ def rebuild(projection: str) -> None:
         return
     records, seconds = asyncio.run(rebuild_engagement(settings, partial(Progress, label=label)))
     click.echo(f"{projection}: {records} records replayed in {seconds:.1f}s")
+
+
+VERIFY_FAILED = 2  # the exit status when the log could not be folded (1: a difference)
+
+
+@main.command()
+@click.argument("projection", type=click.Choice(["assets", "engagement", "all"]),
+                default="all")
+def verify(projection: str) -> None:
+    """Compare the live PostgreSQL read models with a fresh fold of the log, table by table
+    (safe while everything runs): one line per table, then the verdict; exit 0 if all are
+    equal, 1 on any difference, 2 if the log could not be folded. How far the fold is goes
+    to stderr, as for rebuild."""
+    settings = _settings()
+    _logging(settings)
+    from medialog.bootstrap import verify_read_models
+    from medialog.runtime.progress import Progress
+
+    try:
+        lines, equal = asyncio.run(verify_read_models(
+            settings, projection, partial(Progress, label=f"verify {projection}")))
+    except RuntimeError as exc:  # VerifyError: the log lacks records, or stalled
+        failed = click.ClickException(str(exc))
+        failed.exit_code = VERIFY_FAILED
+        raise failed from exc
+    for line in lines:
+        click.echo(line)
+    sys.exit(0 if equal else 1)
 
 
 @main.command()

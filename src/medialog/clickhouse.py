@@ -11,6 +11,9 @@ from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
+
+from medialog.domain.errors import Unavailable
 
 T = TypeVar("T")
 
@@ -40,10 +43,16 @@ class Analytics:
         self._pool.shutdown(wait=True)
 
     async def run(self, fn: Callable[[Client], T]) -> T:
+        """``fn(client)`` on the client's thread. A server out of reach (refused, timed out) is
+        ``Unavailable`` ``ANALYTICS_UNAVAILABLE``: the api answers 503, the projection retries."""
         client = self._client
         if client is None:
             raise RuntimeError("the ClickHouse client is not open")
-        return await self._in_thread(lambda: fn(client))
+        try:
+            return await self._in_thread(lambda: fn(client))
+        except OperationalError as exc:
+            raise Unavailable("the analytics store did not answer",
+                              code="ANALYTICS_UNAVAILABLE") from exc
 
     async def query(
         self, sql: str, parameters: dict[str, Any] | None = None

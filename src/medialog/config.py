@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     public_url: str = ""  # base URL clients use to reach the api; default http://api_host:api_port
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)  # SIGTERM: drain this long, then exit
 
     # -- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
     # -- PostgreSQL / ClickHouse ----------------------------------------------------------------
     postgres_dsn: SecretStr = SecretStr("postgresql://medialog@127.0.0.1:5432/medialog")
     postgres_pool_max: int = Field(default=10, ge=1)
+    postgres_timeout_s: float = Field(default=10.0, gt=0)  # connect, pooled wait, each statement
     # http(s)://… or chdb:///path; default chDB in data_dir
     clickhouse_url: SecretStr = SecretStr("")
 

@@ -248,7 +248,7 @@ def register(app: faust.App, deps: Deps) -> None:
     worker = TranscodeWorker(app, deps)
     TRANSCODE_JOBS_WAITING.set_function(worker.jobs_waiting)
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(_: faust.App, assigned: set[faust.types.TP], **__: Any) -> None:
         worker.assigned(assigned)
 

@@ -122,5 +122,5 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(http, 
         "--report-dir", str(tmp_path), "--output-truncate", "false",
     ]
     run = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
-                                  timeout=1200, check=False)
+                                  timeout=1200, check=False, cwd=tmp_path)  # its cache: there
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]

@@ -216,6 +216,7 @@ async def instance(redis: str) -> AsyncIterator[str]:
     settings = Settings.from_env(rate_limit_storage=redis, rate_limit_reads="3/minute")
     app = web.Application(middlewares=[error_middleware, rate_limit_middleware])
     app[keys.SETTINGS] = settings
+    app[keys.ROUTES] = ()
     app.cleanup_ctx.append(rate_limits_ctx)
     app.router.add_get("/v1/things", ok)
     server = TestServer(app, host="127.0.0.1")

@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 
 from medialog.api import health, keys
@@ -27,6 +26,7 @@ from medialog.config import CLICKHOUSE_ROLES, Role, Settings
 from medialog.issuer import load_private_key, public_jwks
 from medialog.kafka import Lags
 from medialog.runtime.notifier import Notifier
+from medialog.runtime.pg_pool import open_pool
 from medialog.runtime.publisher import Publisher
 from medialog.signing import SigningKeys
 from medialog.storage import BlobStore
@@ -35,10 +35,7 @@ log = logging.getLogger(__name__)
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
-    s = app[keys.SETTINGS]
-    app[keys.PG] = await asyncpg.create_pool(
-        s.postgres_dsn.get_secret_value(), min_size=1, max_size=s.postgres_pool_max
-    )
+    app[keys.PG] = await open_pool(app[keys.SETTINGS])
     yield
     await app[keys.PG].close()
 

@@ -101,7 +101,8 @@ async def command_response(
 ) -> web.Response:
     """The answer to a write: 202 with the command id (and ``body``). With ``Prefer: wait=N``
     (or ``wait_by_default`` when the client did not say) the outcome is included once settled
-    or when the wait ends; a rejected command answers with the status and error shape its
+    or when the wait ends (pending when the read model cannot tell: the command is on the log
+    all the same); a rejected command answers with the status and error shape its
     domain error would have got if raised here (409 for a Conflict, 403 NOT_OWNER…), plus the
     command id and outcome."""
     headers = dict(headers or {})
@@ -109,7 +110,10 @@ async def command_response(
     asked = prefer_wait(request)
     wait = wait_by_default if asked is None else asked
     if wait:
-        result = await outcome(request.app, cmd_id, wait)
+        try:
+            result = await outcome(request.app, cmd_id, wait)
+        except Unavailable:  # the command is on the log: 202, its outcome not known yet
+            result = Outcome(command_id=cmd_id, status="pending")
         if asked is not None:
             headers["Preference-Applied"] = f"wait={wait:g}"
         if result.status == "rejected":

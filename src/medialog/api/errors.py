@@ -24,6 +24,7 @@ STATUS: dict[type[e.MedialogError], int] = {
     e.Unavailable: 503,
 }
 _HTTP_CODES = {404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+RETRY_AFTER_S = "5"  # every 503: a dependency away; clients retry (with the same Idempotency-Key)
 
 
 def error_response(
@@ -33,6 +34,8 @@ def error_response(
     resp = web.json_response(body, status=status)
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="medialog"'
+    elif status == 503:
+        resp.headers["Retry-After"] = RETRY_AFTER_S
     return resp
 
 

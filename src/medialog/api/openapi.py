@@ -61,6 +61,8 @@ def _error_codes(route: Route) -> dict[int, list[str]]:
         add(429, "RATE_LIMITED")
     if route.path.startswith("/v1/"):
         add(503, *UNAVAILABLE_CODES)
+    if route.path.startswith(("/v1/analytics/", "/v1/trending")):
+        add(503, "ANALYTICS_UNAVAILABLE")
     return dict(sorted(codes.items()))
 
 

@@ -4,10 +4,12 @@ or a stored position means the record is on the log; a retried send is written o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from time import perf_counter
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 from medialog.config import Settings
 from medialog.domain.commands import AssetCommand, CommandMeta
@@ -36,14 +38,24 @@ class Publisher:
     async def append(self, topic: str, key: str, values: Sequence[bytes],
                      headers: Headers = EVENT_HEADERS) -> None:
         """Append ``values`` in order (one key: one partition) and wait for every
-        acknowledgement. Raises ``aiokafka.errors.KafkaError`` when the broker did not take
-        them. Each successful call's time goes to ``PRODUCE_SECONDS``."""
+        acknowledgement, at most ``kafka_request_timeout_ms`` in all. Raises
+        ``aiokafka.errors.KafkaError`` when the broker did not take them in time
+        (``KafkaTimeoutError``: the idempotent producer never gives up on a batch by itself, so
+        it may still be written, once; a retry with the same ids is harmless). Each successful
+        call's time goes to ``PRODUCE_SECONDS``."""
         start = perf_counter()
+        timeout = self.settings.kafka_request_timeout_ms / 1000
         name, raw_key, hdrs = self.settings.topic(topic), key.encode(), list(headers)
         sent = [await self.producer.send(name, value, key=raw_key, headers=hdrs)
                 for value in values]
+        _, late = await asyncio.wait(sent, timeout=max(0.0, start + timeout - perf_counter()))
+        if late:
+            for ack in late:  # its outcome, when it comes, is no one's: retrieve it
+                ack.add_done_callback(_retrieved)
+            raise KafkaTimeoutError(f"{len(late)} of {len(sent)} records to {name} not "
+                                    f"acknowledged in {timeout:g}s")
         for ack in sent:
-            await ack
+            ack.result()
         latency = self._latency.get(topic)
         if latency is None:
             latency = self._latency[topic] = PRODUCE_SECONDS.labels(topic)
@@ -54,3 +66,8 @@ class Publisher:
         """A command for the actor owning ``aggregate_id``."""
         await self.append(topic, aggregate_id,
                           [encode_command(command, aggregate_id=aggregate_id, meta=meta)], ())
+
+
+def _retrieved(ack: asyncio.Future[object]) -> None:
+    if not ack.cancelled():
+        ack.exception()

@@ -1,0 +1,426 @@
+"""``medialog verify``: the log is the truth, checked — a fresh fold of the log compared with the
+live PostgreSQL read models, table by table. Why: a projection bug, a hand edit or a restore
+from backup makes a read model drift from the log silently; this says so, and where.
+
+Procedure (correct while the projections run; it writes nothing outside its shadow schema):
+
+1. A shadow schema ``verify_<12 hex>`` of the same database gets an empty copy (``LIKE …
+   INCLUDING ALL``) of each verified table and of ``consumer_offsets``, and a no-op
+   ``pg_notify`` (the fold wakes no live waiter). The run holds a session advisory lock on its
+   schema's name while it lives.
+2. One REPEATABLE READ transaction reads the projections' stored positions P and copies the live
+   tables into the shadow schema (``live_<table>``): rows and positions are one snapshot, as
+   every batch commits its rows with its offsets.
+3. Every partition of the projections' topics is read from offset 0 up to exactly P (records
+   after P are not in the snapshot) by a consumer in no group, and applied by the projection's
+   own code (``runner.apply_or_skip`` with ``assets.apply`` / ``engagement.make_apply``, as the
+   rebuild does) on connections whose ``search_path`` is the shadow schema: the real fold, which
+   cannot touch a live table.
+4. Per table, on the two static copies: row counts and an order-independent checksum (the sum
+   of a 60-bit hash of each row's text); on a difference, the first differing primary keys (a
+   full outer join on the key).
+5. The shadow schema is dropped at the end, on error or interrupt too; one a crashed run left
+   (its advisory lock is gone with its session) is dropped by the next run.
+
+Left out of the comparison, because live and a fold legitimately differ there:
+
+* ``updated_at`` of ``asset_stats`` and ``view_sessions``: written with ``now()``;
+* ``asset_stats`` rows whose counters are all zero: a like and its unlike in one batch write no
+  row, in two batches a row of zeros (the api reads a missing row as zeros);
+* ``view_sessions`` the live projection may have pruned: those whose window started
+  ``view_window_s + view_sessions_keep_s`` before the newest view report of their partition (up
+  to P); the fold (like the rebuild) prunes nothing. A pruned session reported again later
+  restarts from nothing live but continues in the fold: its row differs (its counts agree).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from medialog.config import Settings
+from medialog.domain.events import ViewReported
+from medialog.kafka import partitions_of
+from medialog.runtime.progress import Progress
+from medialog.tracking import Position
+from projections.postgres import assets, engagement
+from projections.runner import Apply, Record, apply_or_skip
+
+log = logging.getLogger(__name__)
+SCHEMA_PREFIX = "verify_"
+SHADOW_NAME = re.compile(r"verify_[0-9a-f]{12}")
+LOCK_CLASS = 0x6D766572  # advisory lock (class, hashtext(schema)) held by the run owning it
+FIRST_KEYS = 5  # differing keys reported per table
+CUTOFFS = "spent_cutoffs"  # in the shadow schema: per partition, sessions older may be pruned
+
+Newest = dict[tuple[str, int], datetime]  # per partition, the newest view report folded
+
+
+class VerifyError(RuntimeError):
+    """The fold could not be made (the log lacks records the positions name, or stalled)."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table as compared: its primary key, the columns left out, and the rows compared (an SQL
+    condition on ``t``; ``{shadow}`` stands for the shadow schema)."""
+
+    name: str
+    key: tuple[str, ...]
+    ignore: frozenset[str] = frozenset()
+    where: str = "true"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """A projection verified: its tracking name, topics, batch size, tables and its apply (given
+    the settings and where to note the newest view reports)."""
+
+    name: str
+    consumer: str
+    topics: tuple[str, ...]
+    batch_max: int
+    tables: tuple[Table, ...]
+    apply: Callable[[Settings, Newest], Apply]
+
+
+def _watching(apply: Apply, newest: Newest) -> Apply:
+    """``apply``, noting per partition the time of the newest view report it applies (what the
+    live projection prunes by)."""
+
+    async def watched(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
+        for r in records:
+            if isinstance(r.payload, ViewReported):
+                part = (r.position.topic, r.position.partition)
+                if part not in newest or r.event.time > newest[part]:
+                    newest[part] = r.event.time
+        await apply(conn, records)
+
+    return watched
+
+
+FOLDS: dict[str, Fold] = {
+    "assets": Fold(
+        "assets", assets.NAME, ("events.asset",), assets.BATCH_MAX,
+        (Table("assets", ("asset_id",)), Table("asset_events", ("asset_id", "sequence"))),
+        lambda settings, newest: assets.apply),
+    "engagement": Fold(
+        "engagement", engagement.NAME, engagement.TOPICS, engagement.BATCH_MAX,
+        (Table("asset_stats", ("asset_id",), frozenset({"updated_at"}),
+               "t.view_count <> 0 OR t.like_count <> 0 OR t.watch_seconds_total <> 0"),
+         Table("likes", ("engagement_key",)),
+         Table("view_sessions", ("asset_id", "viewer_key", "session_id"),
+               frozenset({"updated_at"}),
+               f"NOT EXISTS (SELECT 1 FROM {{shadow}}.{CUTOFFS} c WHERE c.topic = t.topic "
+               "AND c.partition = t.partition AND t.window_start < c.cutoff)")),
+        lambda settings, newest: _watching(
+            engagement.make_apply(engagement.rule_of(settings)), newest)),
+}
+CHOICES = (*FOLDS, "all")
+
+
+# -- the SQL (pure) ---------------------------------------------------------------------------
+
+
+def quoted(name: str) -> str:
+    """``name`` as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def row_hash(columns: Sequence[str]) -> str:
+    """The md5 of a row's text (``t``'s ``columns``, in that order) as hex."""
+    return f"md5(ROW({', '.join('t.' + quoted(c) for c in columns)})::text)"
+
+
+def checksum_sql(relation: str, columns: Sequence[str], where: str) -> str:
+    """Row count and an order-independent checksum of ``relation``'s rows matching ``where``:
+    the sum (numeric: it cannot overflow) of each row's hash cut to 60 bits."""
+    return (f"SELECT count(*), coalesce(sum(('x' || substr({row_hash(columns)}, 1, 15))"
+            f"::bit(60)::bigint), 0) FROM {relation} AS t WHERE {where}")
+
+
+def diff_sql(live: str, folded: str, key: Sequence[str], columns: Sequence[str], where: str,
+             limit: int) -> str:
+    """The first ``limit`` keys (in key order) whose rows differ between ``live`` and
+    ``folded``: each key's columns, then whether it is only live, only in the fold."""
+    keys = ", ".join(quoted(k) for k in key)
+    side = (f"SELECT {', '.join('t.' + quoted(k) for k in key)}, {row_hash(columns)} "
+            "AS verify_hash FROM {rel} AS t WHERE " + where)
+    return (f"SELECT {keys}, g.verify_hash IS NULL AS only_live, "
+            f"l.verify_hash IS NULL AS only_log "
+            f"FROM ({side.format(rel=live)}) AS l FULL OUTER JOIN "
+            f"({side.format(rel=folded)}) AS g USING ({keys}) "
+            f"WHERE l.verify_hash IS DISTINCT FROM g.verify_hash ORDER BY {keys} LIMIT {limit}")
+
+
+# -- the report (pure) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableResult:
+    """One table compared: row counts, whether equal, the first differing keys with how they
+    differ (``only live``, ``only in log``, ``differs``)."""
+
+    table: str
+    live_rows: int
+    log_rows: int
+    equal: bool
+    first: tuple[tuple[str, str], ...] = ()
+
+    def line(self) -> str:
+        if self.equal:
+            return f"{self.table}: {rows(self.live_rows)}, equal"
+        keys = ", ".join(f"{k} ({how})" for k, how in self.first)
+        if self.live_rows == self.log_rows:
+            counts = f"{rows(self.live_rows)} in both, checksums differ"
+        else:
+            counts = f"live {self.live_rows:,} vs log {rows(self.log_rows)}"
+        return f"{self.table}: {counts}; first differing keys: {keys}"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    tables: tuple[TableResult, ...]
+    records: int  # records folded
+    seconds: float
+
+    @property
+    def equal(self) -> bool:
+        return all(t.equal for t in self.tables)
+
+    def lines(self) -> list[str]:
+        """One line per table, then the verdict."""
+        differ = sum(not t.equal for t in self.tables)
+        fold = f"a fresh fold of {self.records:,} records ({self.seconds:.1f}s)"
+        verdict = (f"equal: {len(self.tables)} tables match {fold}" if not differ else
+                   f"DIFFERENT: {differ} of {len(self.tables)} tables differ from {fold}")
+        return [t.line() for t in self.tables] + [verdict]
+
+
+def rows(n: int) -> str:
+    """``n`` rows, in words."""
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
+def key_text(values: Sequence[object]) -> str:
+    """A primary key as reported: its columns joined by ``/``."""
+    return "/".join(str(v) for v in values)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+async def drop_leftovers(conn: asyncpg.Connection) -> list[str]:
+    """Drop the shadow schemas whose run is gone (its advisory lock is free); their names."""
+    dropped = []
+    names = await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'verify\\_%'")
+    for (name,) in names:
+        if not SHADOW_NAME.fullmatch(name):
+            continue
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_CLASS, name):
+            try:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(name)} CASCADE")
+                dropped.append(name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS,
+                                   name)
+    if dropped:
+        log.info("verify: dropped shadow schemas left by runs that ended: %s", dropped)
+    return dropped
+
+
+async def _snapshot(conn: asyncpg.Connection, live: str, shadow: str,
+                    folds: Sequence[Fold]) -> dict[tuple[str, str, int], int]:
+    """Create the shadow tables, then copy the live ones and read the stored positions in one
+    snapshot; the positions by (consumer, topic, partition)."""
+    s, lv = quoted(shadow), quoted(live)
+    tables = [t.name for f in folds for t in f.tables]
+    await conn.execute(f"CREATE SCHEMA {s}")
+    for name in ("consumer_offsets", *tables):
+        await conn.execute(f"CREATE TABLE {s}.{quoted(name)} (LIKE {lv}.{quoted(name)} "
+                           "INCLUDING ALL)")
+    await conn.execute(f"CREATE TABLE {s}.{CUTOFFS} (topic text, partition integer, "
+                       "cutoff timestamptz)")
+    await conn.execute(f"CREATE FUNCTION {s}.pg_notify(text, text) RETURNS void "
+                       "LANGUAGE sql AS 'SELECT NULL::void'")
+    async with conn.transaction(isolation="repeatable_read"):
+        rows = await conn.fetch(
+            f'SELECT consumer, topic, partition, "offset" FROM {lv}.consumer_offsets '
+            "WHERE consumer = ANY($1::text[])", [f.consumer for f in folds])
+        for name in tables:
+            await conn.execute(f"CREATE TABLE {s}.{quoted('live_' + name)} AS "
+                               f"SELECT * FROM {lv}.{quoted(name)}")
+    return {(r[0], r[1], r[2]): r[3] for r in rows}
+
+
+async def _targets(settings: Settings, consumer: AIOKafkaConsumer, fold: Fold,
+                   stored: dict[tuple[str, str, int], int]) -> dict[TopicPartition, int]:
+    """Per partition of ``fold``'s topics, the offset to read up to (exclusive): past the stored
+    position. Raises ``VerifyError`` if the log does not hold every record up to it."""
+    tps = await partitions_of(settings, fold.topics)
+    if not tps:
+        return {}
+    starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+    targets = {}
+    for tp in tps:
+        target = stored.get((fold.consumer, tp.topic, tp.partition), -1) + 1
+        if target > 0 and starts[tp] > 0:
+            raise VerifyError(f"{tp.topic}/{tp.partition} starts at offset {starts[tp]}: the "
+                              "records before it are gone, the log cannot be folded again")
+        if target > ends[tp]:
+            raise VerifyError(f"{fold.consumer} stored offset {target - 1} on "
+                              f"{tp.topic}/{tp.partition}, past its end ({ends[tp]}): "
+                              "another log?")
+        if target > 0:
+            targets[tp] = target
+    return targets
+
+
+async def _fold(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, fold: Fold, apply: Apply,
+                targets: dict[TopicPartition, int], shown: Progress | None,
+                stall_s: float) -> int:
+    """Read ``targets`` from offset 0 up to their offsets and apply them; the records read."""
+    if not targets:
+        return 0
+    consumer.assign(list(targets))
+    for tp in targets:
+        consumer.seek(tp, 0)
+    todo = dict(targets)
+    total = 0
+    quiet_since = time.monotonic()
+    while todo:
+        fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=fold.batch_max)
+        batch = [(Position(m.topic, m.partition, m.offset), m.value or b"")
+                 for tp, msgs in fetched.items() for m in msgs if m.offset < todo.get(tp, 0)]
+        for tp, msgs in fetched.items():
+            if tp in todo and msgs and msgs[-1].offset + 1 >= todo[tp]:
+                del todo[tp]
+                consumer.pause(tp)
+        if batch:
+            await apply_or_skip(pool, fold.consumer, apply, batch)
+            total += len(batch)
+            if shown is not None:
+                shown.advance(len(batch))
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= stall_s:
+            raise VerifyError(f"the log delivered nothing for {stall_s:.0f}s before "
+                              f"{ {f'{tp.topic}/{tp.partition}': o for tp, o in todo.items()} }")
+    return total
+
+
+async def _compare(conn: asyncpg.Connection, live: str, shadow: str, table: Table
+                   ) -> TableResult:
+    columns = [r[0] for r in await conn.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 "
+        "AND table_name = $2 ORDER BY ordinal_position", live, table.name)
+        if r[0] not in table.ignore]
+    s = quoted(shadow)
+    where = table.where.format(shadow=s)
+    live_rel, log_rel = f"{s}.{quoted('live_' + table.name)}", f"{s}.{quoted(table.name)}"
+    live_rows, live_sum = await conn.fetchrow(checksum_sql(live_rel, columns, where))
+    log_rows, log_sum = await conn.fetchrow(checksum_sql(log_rel, columns, where))
+    if (live_rows, live_sum) == (log_rows, log_sum):
+        return TableResult(table.name, live_rows, log_rows, True)
+    rows = await conn.fetch(diff_sql(live_rel, log_rel, table.key, columns, where, FIRST_KEYS))
+    n = len(table.key)
+    first = tuple((key_text(list(r.values())[:n]),
+                   "only live" if r["only_live"] else "only in log" if r["only_log"]
+                   else "differs") for r in rows)
+    return TableResult(table.name, live_rows, log_rows, False, first)
+
+
+async def _cutoffs(conn: asyncpg.Connection, shadow: str, settings: Settings,
+                   newest: Newest) -> None:
+    spent = timedelta(seconds=settings.view_window_s + settings.view_sessions_keep_s)
+    await conn.executemany(f"INSERT INTO {quoted(shadow)}.{CUTOFFS} VALUES ($1, $2, $3)",
+                           [(t, p, at - spent) for (t, p), at in newest.items()])
+
+
+async def verify(settings: Settings, which: str, *, stall_s: float = 60.0,
+                 progress: Callable[[int], Progress] | None = None) -> VerifyReport:
+    """Compare ``which`` (a key of ``FOLDS`` or ``all``) with a fresh fold of the log; see the
+    module doc. ``progress`` is called with the number of records to fold once known; the
+    ``Progress`` it returns is advanced as they are applied, and closed. Raises
+    ``VerifyError`` when the fold cannot be made."""
+    began = time.monotonic()
+    folds = list(FOLDS.values()) if which == "all" else [FOLDS[which]]
+    dsn = settings.postgres_dsn.get_secret_value()
+    shadow = SCHEMA_PREFIX + secrets.token_hex(6)
+    application = f"medialog verify {shadow}"  # how an interrupted run finds its connections
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": application})
+    try:
+        await drop_leftovers(conn)
+        await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS, shadow)
+        live = str(await conn.fetchval("SELECT current_schema()"))
+        stored = await _snapshot(conn, live, shadow, folds)
+        newest: Newest = {}
+        records = await _fold_all(settings, dsn, shadow, application, folds, stored, newest,
+                                  progress, stall_s)
+        await _cutoffs(conn, shadow, settings, newest)
+        results = [await _compare(conn, live, shadow, t) for f in folds for t in f.tables]
+    except BaseException:
+        conn.terminate()
+        await _abandon(dsn, shadow, application)
+        raise
+    try:
+        await conn.execute(f"DROP SCHEMA {quoted(shadow)} CASCADE")
+    finally:
+        await conn.close()
+    return VerifyReport(tuple(results), records, time.monotonic() - began)
+
+
+async def _fold_all(settings: Settings, dsn: str, shadow: str, application: str,
+                    folds: Sequence[Fold], stored: dict[tuple[str, str, int], int],
+                    newest: Newest, progress: Callable[[int], Progress] | None,
+                    stall_s: float) -> int:
+    """Fold every projection of ``folds`` into the shadow schema; the records read."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, server_settings={
+        "search_path": f"{quoted(shadow)}, pg_catalog", "application_name": application})
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=[h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()],
+        group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        client_id="medialog-verify", request_timeout_ms=settings.kafka_request_timeout_ms)
+    await consumer.start()
+    shown: Progress | None = None
+    try:
+        targets = [(f, await _targets(settings, consumer, f, stored)) for f in folds]
+        if progress is not None:
+            shown = progress(sum(sum(t.values()) for _, t in targets))
+        records = 0
+        for fold, wanted in targets:
+            records += await _fold(consumer, pool, fold, fold.apply(settings, newest), wanted,
+                                   shown, stall_s)
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        if shown is not None:
+            shown.close()
+        await consumer.stop()
+    await pool.close()
+    return records
+
+
+async def _abandon(dsn: str, shadow: str, application: str) -> None:
+    """After an error or an interrupt: end this run's sessions (a query of theirs may still
+    run) and drop its shadow schema. If that fails too, the next run drops it."""
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                               "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                               application)
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(shadow)} CASCADE")
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError):
+        log.exception("verify: could not drop %s; the next run will", shadow)
+
