@@ -106,7 +106,7 @@ ROUTES: tuple[Route, ...] = (
           auth="optional",
           query=(Param("access_token", {"type": "string"},
                        "a status token (`POST …/status-token`), for browsers' EventSource"),),
-          errors=NOT_FOUND),
+          errors={**NOT_FOUND, 401: ("STATUS_TOKEN_INVALID", "STATUS_TOKEN_EXPIRED")}),
     Route(method="POST", path="/v1/assets/{asset_id}/status-token",
           handler=status_token.create_status_token,
           summary="A short-lived token that opens this asset's status stream", tag="assets",
