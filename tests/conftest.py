@@ -22,12 +22,18 @@ import jwt
 import pytest
 
 from medialog.config import Settings
+from medialog.embedded.stack import kafka_bootstrap_of
 from medialog.issuer import key_id, load_private_key, mint_token
 from tests.media_tools import ffmpeg
 
 READY_TIMEOUT_S = 180
 START_ATTEMPTS = 3  # a start is retried only when its api port was taken before the bind
 REAP_TIMEOUT_S = 15
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: starts a stack of its own, a minute or two (deselect: -m 'not slow')")
 
 
 def _free_port() -> int:
@@ -45,9 +51,11 @@ class DevStack:
 
     browser_origin = "http://app.medialog.test"  # MEDIALOG_CORS_ORIGINS
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.env = dict(env or {})  # MEDIALOG_* of this stack's own (they win)
+        self.args = args  # more options of ``medialog dev`` (``--brokers 3``)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "dev.log"
@@ -86,7 +94,7 @@ class DevStack:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "medialog", "dev", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port)],
+                 "--port", str(self.port), *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -145,7 +153,7 @@ class DevStack:
         return Settings.from_env(
             data_dir=self.data_dir,
             postgres_dsn=f"postgresql://medialog@127.0.0.1:{st['ports']['postgres']}/medialog",
-            kafka_bootstrap=f"127.0.0.1:{st['ports']['kafka']}",
+            kafka_bootstrap=kafka_bootstrap_of(st),
             s3_endpoint=f"http://127.0.0.1:{st['ports']['s3']}",
             s3_access_key=st["s3_access_key"],
             s3_secret_key=st["s3_secret_key"],

@@ -27,6 +27,7 @@ from projections.runner import Record, apply_or_skip
 
 log = logging.getLogger(__name__)
 NAME = "projection.assets"
+GATE_LOCK = 0x6D6C6173  # advisory lock: live batches share it, a replay takes it alone
 # What the api reads back after a command: a batch waits at most 50 ms to fill.
 BATCH_MAX, BATCH_WITHIN_S = 500, 0.05
 
@@ -143,7 +144,15 @@ async def apply(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, asset_id)
 
 
+async def gated(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
+    """``apply`` for the live projection: first ``GATE_LOCK`` shared, until the transaction
+    ends, so that a replay holding it alone (``medialog replay``) pauses live batches while it
+    swaps the tables. Not in ``apply``: the replay's own fold runs that, under the lock."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", GATE_LOCK)
+    await apply(conn, records)
+
+
 async def consume(deps: Deps) -> None:
     """Read ``events.asset`` and apply it (``projections.reader``) until cancelled."""
     await read(deps.settings, NAME, ("events.asset",), BATCH_MAX, BATCH_WITHIN_S,
-               partial(apply_or_skip, deps.pool, NAME, apply), deps.lags)
+               partial(apply_or_skip, deps.pool, NAME, gated), deps.lags)

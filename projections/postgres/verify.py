@@ -22,6 +22,9 @@ Procedure (correct while the projections run; it writes nothing outside its shad
 5. The shadow schema is dropped at the end, on error or interrupt too; one a crashed run left
    (its advisory lock is gone with its session) is dropped by the next run.
 
+``medialog replay`` (``replay`` in this package) builds on the same blocks: ``shadow_run``,
+``create_shadow``, ``shadow_reader``, ``fold_log``/``fold_partitions`` and ``compare``.
+
 Left out of the comparison, because live and a fold legitimately differ there:
 
 * ``updated_at`` of ``asset_stats`` and ``view_sessions``: written with ``now()``;
@@ -39,7 +42,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -56,12 +60,12 @@ from projections.runner import Apply, Record, apply_or_skip
 
 log = logging.getLogger(__name__)
 SCHEMA_PREFIX = "verify_"
-SHADOW_NAME = re.compile(r"verify_[0-9a-f]{12}")
 LOCK_CLASS = 0x6D766572  # advisory lock (class, hashtext(schema)) held by the run owning it
 FIRST_KEYS = 5  # differing keys reported per table
 CUTOFFS = "spent_cutoffs"  # in the shadow schema: per partition, sessions older may be pruned
 
 Newest = dict[tuple[str, int], datetime]  # per partition, the newest view report folded
+Stored = dict[tuple[str, str, int], int]  # stored offset by (consumer, topic, partition)
 
 
 class VerifyError(RuntimeError):
@@ -81,8 +85,11 @@ class Table:
 
 @dataclass(frozen=True)
 class Fold:
-    """A projection verified: its tracking name, topics, batch size, tables and its apply (given
-    the settings and where to note the newest view reports)."""
+    """A projection verified (or replayed): its tracking name, topics, batch size, tables, its
+    apply (given the settings and where to note the newest view reports), the advisory lock its
+    live batches share (``gate``) and whether its live batches take it before locking their
+    offsets rows and keep committed rows in memory while those rows are unchanged (``cached``:
+    a replay then rewrites every offsets row, which it may, nobody holding one while waiting)."""
 
     name: str
     consumer: str
@@ -90,6 +97,8 @@ class Fold:
     batch_max: int
     tables: tuple[Table, ...]
     apply: Callable[[Settings, Newest], Apply]
+    gate: int
+    cached: bool
 
 
 def _watching(apply: Apply, newest: Newest) -> Apply:
@@ -111,7 +120,7 @@ FOLDS: dict[str, Fold] = {
     "assets": Fold(
         "assets", assets.NAME, ("events.asset",), assets.BATCH_MAX,
         (Table("assets", ("asset_id",)), Table("asset_events", ("asset_id", "sequence"))),
-        lambda settings, newest: assets.apply),
+        lambda settings, newest: assets.apply, assets.GATE_LOCK, False),
     "engagement": Fold(
         "engagement", engagement.NAME, engagement.TOPICS, engagement.BATCH_MAX,
         (Table("asset_stats", ("asset_id",), frozenset({"updated_at"}),
@@ -122,7 +131,8 @@ FOLDS: dict[str, Fold] = {
                f"NOT EXISTS (SELECT 1 FROM {{shadow}}.{CUTOFFS} c WHERE c.topic = t.topic "
                "AND c.partition = t.partition AND t.window_start < c.cutoff)")),
         lambda settings, newest: _watching(
-            engagement.make_apply(engagement.rule_of(settings)), newest)),
+            engagement.make_apply(engagement.rule_of(settings)), newest),
+        engagement.GATE_LOCK, True),
 }
 CHOICES = (*FOLDS, "all")
 
@@ -218,60 +228,129 @@ def key_text(values: Sequence[object]) -> str:
 # -- the run ----------------------------------------------------------------------------------
 
 
-async def drop_leftovers(conn: asyncpg.Connection) -> list[str]:
-    """Drop the shadow schemas whose run is gone (its advisory lock is free); their names."""
+@dataclass(frozen=True)
+class ShadowRun:
+    """A run's session (holding its advisory lock), shadow schema, the live schema, the DSN
+    and the ``application_name`` its sessions carry (how an interrupted run finds them)."""
+
+    conn: asyncpg.Connection
+    shadow: str
+    live: str
+    dsn: str
+    application: str
+
+
+def _leftover(prefix: str) -> re.Pattern[str]:
+    """A run's schemas: ``<prefix><12 hex>``, and that with ``_old`` (a replay's swapped-out
+    tables); group 1 is the name its advisory lock is taken on."""
+    return re.compile(f"({re.escape(prefix)}[0-9a-f]{{12}})(?:_old)?")
+
+
+async def drop_leftovers(conn: asyncpg.Connection, prefix: str = SCHEMA_PREFIX) -> list[str]:
+    """Drop the schemas of ``prefix`` runs that are gone (their advisory lock is free); their
+    names."""
     dropped = []
-    names = await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'verify\\_%'")
+    pattern = _leftover(prefix)
+    names = await conn.fetch("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+                             prefix)
     for (name,) in names:
-        if not SHADOW_NAME.fullmatch(name):
+        found = pattern.fullmatch(name)
+        if found is None:
             continue
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_CLASS, name):
+        owner = found.group(1)
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_CLASS,
+                               owner):
             try:
                 await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(name)} CASCADE")
                 dropped.append(name)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS,
-                                   name)
+                                   owner)
     if dropped:
-        log.info("verify: dropped shadow schemas left by runs that ended: %s", dropped)
+        log.info("dropped shadow schemas left by runs that ended: %s", dropped)
     return dropped
 
 
-async def _snapshot(conn: asyncpg.Connection, live: str, shadow: str,
-                    folds: Sequence[Fold]) -> dict[tuple[str, str, int], int]:
-    """Create the shadow tables, then copy the live ones and read the stored positions in one
-    snapshot; the positions by (consumer, topic, partition)."""
+@asynccontextmanager
+async def shadow_run(settings: Settings, prefix: str) -> AsyncIterator[ShadowRun]:
+    """A session holding the advisory lock of a new shadow schema name (``<prefix><12 hex>``),
+    after dropping what ended runs left. Its schemas are dropped when the block ends, however
+    it ends (an error or an interrupt first ends the run's other sessions)."""
+    dsn = settings.postgres_dsn.get_secret_value()
+    shadow = prefix + secrets.token_hex(6)
+    application = f"medialog {prefix.rstrip('_')} {shadow}"
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": application})
+    try:
+        await drop_leftovers(conn, prefix)
+        await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS, shadow)
+        live = str(await conn.fetchval("SELECT current_schema()"))
+        yield ShadowRun(conn, shadow, live, dsn, application)
+    except BaseException:
+        conn.terminate()
+        await _abandon(dsn, shadow, application)
+        raise
+    try:
+        for name in (shadow, shadow + "_old"):
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(name)} CASCADE")
+    finally:
+        await conn.close()
+
+
+async def create_shadow(conn: asyncpg.Connection, live: str, shadow: str,
+                        tables: Sequence[str]) -> None:
+    """The shadow schema: an empty copy of ``tables`` and of ``consumer_offsets`` (``LIKE …
+    INCLUDING ALL``, with the live tables' storage parameters, e.g. ``fillfactor``, which LIKE
+    does not copy), the cutoffs table and a no-op ``pg_notify`` (its fold wakes no waiter)."""
     s, lv = quoted(shadow), quoted(live)
-    tables = [t.name for f in folds for t in f.tables]
     await conn.execute(f"CREATE SCHEMA {s}")
     for name in ("consumer_offsets", *tables):
         await conn.execute(f"CREATE TABLE {s}.{quoted(name)} (LIKE {lv}.{quoted(name)} "
                            "INCLUDING ALL)")
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = $1::regclass",
+                                      f"{lv}.{quoted(name)}")
+        if options:
+            await conn.execute(f"ALTER TABLE {s}.{quoted(name)} SET ({', '.join(options)})")
     await conn.execute(f"CREATE TABLE {s}.{CUTOFFS} (topic text, partition integer, "
                        "cutoff timestamptz)")
     await conn.execute(f"CREATE FUNCTION {s}.pg_notify(text, text) RETURNS void "
                        "LANGUAGE sql AS 'SELECT NULL::void'")
+
+
+async def _snapshot(conn: asyncpg.Connection, live: str, shadow: str,
+                    folds: Sequence[Fold]) -> Stored:
+    """Create the shadow tables, then copy the live ones and read the stored positions in one
+    snapshot; the positions by (consumer, topic, partition)."""
+    tables = [t.name for f in folds for t in f.tables]
+    await create_shadow(conn, live, shadow, tables)
     async with conn.transaction(isolation="repeatable_read"):
-        rows = await conn.fetch(
-            f'SELECT consumer, topic, partition, "offset" FROM {lv}.consumer_offsets '
-            "WHERE consumer = ANY($1::text[])", [f.consumer for f in folds])
+        stored = await positions(conn, live, folds)
         for name in tables:
-            await conn.execute(f"CREATE TABLE {s}.{quoted('live_' + name)} AS "
-                               f"SELECT * FROM {lv}.{quoted(name)}")
+            await conn.execute(f"CREATE TABLE {quoted(shadow)}.{quoted('live_' + name)} AS "
+                               f"SELECT * FROM {quoted(live)}.{quoted(name)}")
+    return stored
+
+
+async def positions(conn: asyncpg.Connection, schema: str, folds: Sequence[Fold]) -> Stored:
+    """The positions ``schema``'s ``consumer_offsets`` stores for ``folds``."""
+    rows = await conn.fetch(
+        f'SELECT consumer, topic, partition, "offset" FROM {quoted(schema)}.consumer_offsets '
+        "WHERE consumer = ANY($1::text[])", [f.consumer for f in folds])
     return {(r[0], r[1], r[2]): r[3] for r in rows}
 
 
-async def _targets(settings: Settings, consumer: AIOKafkaConsumer, fold: Fold,
-                   stored: dict[tuple[str, str, int], int]) -> dict[TopicPartition, int]:
+async def targets(settings: Settings, consumer: AIOKafkaConsumer, fold: Fold,
+                  stored: Stored | None) -> dict[TopicPartition, int]:
     """Per partition of ``fold``'s topics, the offset to read up to (exclusive): past the stored
-    position. Raises ``VerifyError`` if the log does not hold every record up to it."""
+    position, or (``stored`` None) the end offset now. Raises ``VerifyError`` if the log does
+    not hold every record up to it."""
     tps = await partitions_of(settings, fold.topics)
     if not tps:
         return {}
     starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
-    targets = {}
+    wanted = {}
     for tp in tps:
-        target = stored.get((fold.consumer, tp.topic, tp.partition), -1) + 1
+        target = (ends[tp] if stored is None
+                  else stored.get((fold.consumer, tp.topic, tp.partition), -1) + 1)
         if target > 0 and starts[tp] > 0:
             raise VerifyError(f"{tp.topic}/{tp.partition} starts at offset {starts[tp]}: the "
                               "records before it are gone, the log cannot be folded again")
@@ -280,20 +359,22 @@ async def _targets(settings: Settings, consumer: AIOKafkaConsumer, fold: Fold,
                               f"{tp.topic}/{tp.partition}, past its end ({ends[tp]}): "
                               "another log?")
         if target > 0:
-            targets[tp] = target
-    return targets
+            wanted[tp] = target
+    return wanted
 
 
-async def _fold(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, fold: Fold, apply: Apply,
-                targets: dict[TopicPartition, int], shown: Progress | None,
-                stall_s: float) -> int:
-    """Read ``targets`` from offset 0 up to their offsets and apply them; the records read."""
-    if not targets:
+async def fold_partitions(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, fold: Fold,
+                          apply: Apply, upto: dict[TopicPartition, int],
+                          shown: Progress | None, stall_s: float,
+                          since: Mapping[TopicPartition, int] | None = None) -> int:
+    """Read each partition of ``upto`` from its offset in ``since`` (default 0) up to its offset
+    in ``upto`` and apply the records; the records read."""
+    if not upto:
         return 0
-    consumer.assign(list(targets))
-    for tp in targets:
-        consumer.seek(tp, 0)
-    todo = dict(targets)
+    consumer.assign(list(upto))
+    for tp in upto:
+        consumer.seek(tp, (since or {}).get(tp, 0))
+    todo = dict(upto)
     total = 0
     quiet_since = time.monotonic()
     while todo:
@@ -316,15 +397,17 @@ async def _fold(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, fold: Fold, appl
     return total
 
 
-async def _compare(conn: asyncpg.Connection, live: str, shadow: str, table: Table
-                   ) -> TableResult:
+async def compare(conn: asyncpg.Connection, live_rel: str, shadow: str, table: Table,
+                  columns_of: str) -> TableResult:
+    """``live_rel`` (a relation) against the fold's ``table`` in ``shadow``; ``columns_of``:
+    the schema whose ``table`` says which columns there are."""
     columns = [r[0] for r in await conn.fetch(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 "
-        "AND table_name = $2 ORDER BY ordinal_position", live, table.name)
+        "AND table_name = $2 ORDER BY ordinal_position", columns_of, table.name)
         if r[0] not in table.ignore]
     s = quoted(shadow)
     where = table.where.format(shadow=s)
-    live_rel, log_rel = f"{s}.{quoted('live_' + table.name)}", f"{s}.{quoted(table.name)}"
+    log_rel = f"{s}.{quoted(table.name)}"
     live_rows, live_sum = await conn.fetchrow(checksum_sql(live_rel, columns, where))
     log_rows, log_sum = await conn.fetchrow(checksum_sql(log_rel, columns, where))
     if (live_rows, live_sum) == (log_rows, log_sum):
@@ -337,8 +420,10 @@ async def _compare(conn: asyncpg.Connection, live: str, shadow: str, table: Tabl
     return TableResult(table.name, live_rows, log_rows, False, first)
 
 
-async def _cutoffs(conn: asyncpg.Connection, shadow: str, settings: Settings,
-                   newest: Newest) -> None:
+async def write_cutoffs(conn: asyncpg.Connection, shadow: str, settings: Settings,
+                        newest: Newest) -> None:
+    """Per partition folded, the window start before which the live projection may have
+    pruned a session (what ``Table.where`` of ``view_sessions`` reads)."""
     spent = timedelta(seconds=settings.view_window_s + settings.view_sessions_keep_s)
     await conn.executemany(f"INSERT INTO {quoted(shadow)}.{CUTOFFS} VALUES ($1, $2, $3)",
                            [(t, p, at - spent) for (t, p), at in newest.items()])
@@ -351,76 +436,79 @@ async def verify(settings: Settings, which: str, *, stall_s: float = 60.0,
     ``Progress`` it returns is advanced as they are applied, and closed. Raises
     ``VerifyError`` when the fold cannot be made."""
     began = time.monotonic()
-    folds = list(FOLDS.values()) if which == "all" else [FOLDS[which]]
-    dsn = settings.postgres_dsn.get_secret_value()
-    shadow = SCHEMA_PREFIX + secrets.token_hex(6)
-    application = f"medialog verify {shadow}"  # how an interrupted run finds its connections
-    conn = await asyncpg.connect(dsn, server_settings={"application_name": application})
-    try:
-        await drop_leftovers(conn)
-        await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS, shadow)
-        live = str(await conn.fetchval("SELECT current_schema()"))
-        stored = await _snapshot(conn, live, shadow, folds)
+    folds = chosen(which)
+    async with shadow_run(settings, SCHEMA_PREFIX) as run:
+        stored = await _snapshot(run.conn, run.live, run.shadow, folds)
         newest: Newest = {}
-        records = await _fold_all(settings, dsn, shadow, application, folds, stored, newest,
-                                  progress, stall_s)
-        await _cutoffs(conn, shadow, settings, newest)
-        results = [await _compare(conn, live, shadow, t) for f in folds for t in f.tables]
-    except BaseException:
-        conn.terminate()
-        await _abandon(dsn, shadow, application)
-        raise
-    try:
-        await conn.execute(f"DROP SCHEMA {quoted(shadow)} CASCADE")
-    finally:
-        await conn.close()
+        async with shadow_reader(settings, run) as (pool, consumer):
+            records = await fold_log(settings, consumer, pool, folds, stored, newest, progress,
+                                     stall_s)
+        await write_cutoffs(run.conn, run.shadow, settings, newest)
+        results = [await compare(run.conn, f"{quoted(run.shadow)}.{quoted('live_' + t.name)}",
+                                 run.shadow, t, run.live) for f in folds for t in f.tables]
     return VerifyReport(tuple(results), records, time.monotonic() - began)
 
 
-async def _fold_all(settings: Settings, dsn: str, shadow: str, application: str,
-                    folds: Sequence[Fold], stored: dict[tuple[str, str, int], int],
-                    newest: Newest, progress: Callable[[int], Progress] | None,
-                    stall_s: float) -> int:
-    """Fold every projection of ``folds`` into the shadow schema; the records read."""
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, server_settings={
-        "search_path": f"{quoted(shadow)}, pg_catalog", "application_name": application})
+def chosen(which: str) -> list[Fold]:
+    """The folds ``which`` (a key of ``FOLDS`` or ``all``) names."""
+    return list(FOLDS.values()) if which == "all" else [FOLDS[which]]
+
+
+@asynccontextmanager
+async def shadow_reader(settings: Settings, run: ShadowRun
+                        ) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaConsumer]]:
+    """A pool whose ``search_path`` is ``run``'s shadow schema (the projections' code applies
+    there, and cannot touch a live table) and a consumer in no group."""
+    pool = await asyncpg.create_pool(run.dsn, min_size=1, max_size=2, server_settings={
+        "search_path": f"{quoted(run.shadow)}, pg_catalog",
+        "application_name": run.application})
     consumer = AIOKafkaConsumer(
         bootstrap_servers=[h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()],
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-        client_id="medialog-verify", request_timeout_ms=settings.kafka_request_timeout_ms)
-    await consumer.start()
-    shown: Progress | None = None
+        client_id="medialog-fold", request_timeout_ms=settings.kafka_request_timeout_ms)
     try:
-        targets = [(f, await _targets(settings, consumer, f, stored)) for f in folds]
-        if progress is not None:
-            shown = progress(sum(sum(t.values()) for _, t in targets))
-        records = 0
-        for fold, wanted in targets:
-            records += await _fold(consumer, pool, fold, fold.apply(settings, newest), wanted,
-                                   shown, stall_s)
+        await consumer.start()
+        yield pool, consumer
     except BaseException:
         pool.terminate()
         raise
     finally:
-        if shown is not None:
-            shown.close()
         await consumer.stop()
     await pool.close()
-    return records
+
+
+async def fold_log(settings: Settings, consumer: AIOKafkaConsumer, pool: asyncpg.Pool,
+                   folds: Sequence[Fold], stored: Stored | None, newest: Newest,
+                   progress: Callable[[int], Progress] | None, stall_s: float) -> int:
+    """Fold every projection of ``folds`` into the shadow schema from offset 0 up to ``stored``
+    (``targets``: None, the end offsets now); the records read."""
+    shown: Progress | None = None
+    try:
+        wanted = [(f, await targets(settings, consumer, f, stored)) for f in folds]
+        if progress is not None:
+            shown = progress(sum(sum(t.values()) for _, t in wanted))
+        records = 0
+        for fold, upto in wanted:
+            records += await fold_partitions(consumer, pool, fold, fold.apply(settings, newest),
+                                             upto, shown, stall_s)
+        return records
+    finally:
+        if shown is not None:
+            shown.close()
 
 
 async def _abandon(dsn: str, shadow: str, application: str) -> None:
     """After an error or an interrupt: end this run's sessions (a query of theirs may still
-    run) and drop its shadow schema. If that fails too, the next run drops it."""
+    run) and drop its schemas. If that fails too, the next run drops them."""
     try:
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                                "WHERE application_name = $1 AND pid <> pg_backend_pid()",
                                application)
-            await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(shadow)} CASCADE")
+            for name in (shadow, shadow + "_old"):
+                await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(name)} CASCADE")
         finally:
             await conn.close()
     except (OSError, asyncpg.PostgresError):
-        log.exception("verify: could not drop %s; the next run will", shadow)
-
+        log.exception("could not drop %s; the next run will", shadow)

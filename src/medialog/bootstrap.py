@@ -21,7 +21,7 @@ from medialog.runtime.deps import Deps
 from medialog.runtime.progress import Progress
 
 __all__ = ["AccessLog", "build", "rebuild_engagement", "rederive_analytics",
-           "verify_read_models"]
+           "replay_read_models", "verify_read_models"]
 
 FAUST_ROLES: frozenset[Role] = frozenset({"actors", "workers"})
 PROJECTION_ROLES: frozenset[Role] = frozenset({"projections", "analytics"})
@@ -122,6 +122,18 @@ async def verify_read_models(settings: Settings, which: str,
     from projections.postgres.verify import verify
 
     report = await verify(settings, which, progress=progress)
+    return report.lines(), report.equal
+
+
+async def replay_read_models(settings: Settings, which: str, check_only: bool,
+                             progress: Callable[[int], Progress] | None = None
+                             ) -> tuple[list[str], bool]:
+    """``medialog replay``: (the report's lines, whether live equalled the fold). Raises a
+    ``RuntimeError`` (``VerifyError``) when the log cannot be folded (nothing live changed).
+    ``progress``: given the number of records to fold, the ``Progress`` it advances."""
+    from projections.postgres.replay import replay
+
+    report = await replay(settings, which, check_only=check_only, progress=progress)
     return report.lines(), report.equal
 
 

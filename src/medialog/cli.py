@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
 
@@ -186,15 +187,18 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="where the embedded services keep their data (MEDIALOG_DATA_DIR)")
 @click.option("--port", type=int, default=None, help="api port (MEDIALOG_API_PORT)")
-def dev(data_dir: Path | None, port: int | None) -> None:
+@click.option("--brokers", type=click.Choice(["1", "3"]), default="1", show_default=True,
+              help="Kafka brokers: 3 for fault tests (topics replicated 3 times, "
+                   "min.insync.replicas 2); fixed when the data dir is made")
+def dev(data_dir: Path | None, port: int | None, brokers: str) -> None:
     """Start the embedded stack (SeaweedFS, Apache Kafka, PostgreSQL, chDB) and every role: the api
     and the ClickHouse projection here, the other roles in a child process."""
     base = _settings(**({"data_dir": data_dir} if data_dir else {}))
     _logging(base)
-    asyncio.run(_dev(base, port))
+    asyncio.run(_dev(base, port, int(brokers)))
 
 
-async def _dev(base: Settings, port: int | None) -> None:
+async def _dev(base: Settings, port: int | None, brokers: int = 1) -> None:
     from medialog.embedded.roles_process import RolesProcess
     from medialog.embedded.stack import EmbeddedStack
     from medialog.issuer import ensure_private_key, load_private_key, mint_token
@@ -205,7 +209,8 @@ async def _dev(base: Settings, port: int | None) -> None:
     api_port = base.api_port if port is None else port
     # Bound before anything starts: a port in use ends here, promptly and with nothing to stop.
     sockets = _listen(base.api_host, api_port)
-    stack = EmbeddedStack(data_dir, cache_dir=base.cache_dir, cors_origins=base.cors_origin_list)
+    stack = EmbeddedStack(data_dir, cache_dir=base.cache_dir, cors_origins=base.cors_origin_list,
+                          kafka_brokers=brokers)
     try:
         await stack.start()
         overrides = {**base.model_dump(), **stack.settings_overrides(), "api_port": api_port}
@@ -318,16 +323,44 @@ def verify(projection: str) -> None:
     from medialog.bootstrap import verify_read_models
     from medialog.runtime.progress import Progress
 
+    equal = _print_fold(verify_read_models(
+        settings, projection, partial(Progress, label=f"verify {projection}")))
+    sys.exit(0 if equal else 1)
+
+
+def _print_fold(run: Coroutine[object, object, tuple[list[str], bool]]) -> bool:
+    """Run a verify or replay, print its lines and return whether live equalled the fold; a
+    fold that could not be made exits ``VERIFY_FAILED``."""
     try:
-        lines, equal = asyncio.run(verify_read_models(
-            settings, projection, partial(Progress, label=f"verify {projection}")))
+        lines, equal = asyncio.run(run)
     except RuntimeError as exc:  # VerifyError: the log lacks records, or stalled
         failed = click.ClickException(str(exc))
         failed.exit_code = VERIFY_FAILED
         raise failed from exc
     for line in lines:
         click.echo(line)
-    sys.exit(0 if equal else 1)
+    return equal
+
+
+@main.command()
+@click.argument("projection", type=click.Choice(["assets", "engagement", "all"]),
+                default="all")
+@click.option("--check-only", is_flag=True,
+              help="build and compare, but do not swap (exit 1 on a difference)")
+def replay(projection: str, check_only: bool) -> None:
+    """Rebuild the PostgreSQL read models from the log into shadow tables while everything
+    runs, compare them with the live ones (live paused for that moment), then swap them in
+    atomically: one line per table, then the verdict. Exit 0 once swapped (a difference is
+    reported: it is what the replay repaired), 2 if the log could not be folded (nothing
+    changed). Progress on stderr, as for rebuild."""
+    settings = _settings()
+    _logging(settings)
+    from medialog.bootstrap import replay_read_models
+    from medialog.runtime.progress import Progress
+
+    equal = _print_fold(replay_read_models(
+        settings, projection, check_only, partial(Progress, label=f"replay {projection}")))
+    sys.exit(1 if check_only and not equal else 0)
 
 
 @main.command()

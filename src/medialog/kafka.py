@@ -111,6 +111,16 @@ async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
         await admin.close()
 
 
+def topic_configs(spec: TopicSpec, replication: int) -> dict[str, str]:
+    """A new topic's configs: public topics kept forever; with 3 replicas or more, an acks=all
+    write waits for 2 of them (``min.insync.replicas``), so losing one broker loses no
+    acknowledged record and writes go on."""
+    configs = {"retention.ms": "-1"} if spec.public else {}
+    if replication >= 3:
+        configs["min.insync.replicas"] = "2"
+    return configs
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; return the names created. Existing topics are left as they are."""
     async with _admin(settings) as admin:
@@ -120,7 +130,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 name=settings.topic(t.name),
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication,
-                topic_configs={"retention.ms": "-1"} if t.public else {},
+                topic_configs=topic_configs(t, settings.topic_replication),
             )
             for t in TOPICS
             if settings.topic(t.name) not in existing

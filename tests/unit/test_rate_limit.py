@@ -44,33 +44,23 @@ def test_route_classes(method: str, path: str, expected: str | None) -> None:
     assert route_class(method, path, unlimited) == expected
 
 
-async def test_memory_counters_count_per_key_until_the_window_ends(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(rl.time, "time", lambda: now[0])
+def test_memory_counters_count_per_key_until_the_window_ends() -> None:
     counters = MemoryCounters(sweep_s=10.0)
-    assert [await counters.incr("a", 60) for _ in range(3)] == [1, 2, 3]
-    assert await counters.incr("b", 60) == 1
-    assert await counters.get("a") == 3
-    assert await counters.get_expiry("a") == 1060.0
-    now[0] = 1059.9
-    assert await counters.incr("a", 60) == 4
-    now[0] = 1060.0  # the window ended: a new one starts with this hit
-    assert await counters.get("a") == 0
-    assert await counters.incr("a", 60) == 1
-    assert await counters.get_expiry("a") == 1120.0
+    assert [counters.hit("a", 60, 1000.0) for _ in range(3)] == [
+        (1, 1060.0), (2, 1060.0), (3, 1060.0)]
+    assert counters.hit("b", 60, 1000.0) == (1, 1060.0)
+    assert counters.hit("a", 60, 1059.9) == (4, 1060.0)
+    # the window ended: a new one starts with this hit
+    assert counters.hit("a", 60, 1060.0) == (1, 1120.0)
 
 
-async def test_memory_counters_drop_expired_keys_in_a_sweep(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(rl.time, "time", lambda: now[0])
+def test_memory_counters_drop_expired_keys_in_a_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rl.time, "time", lambda: 1000.0)
     counters = MemoryCounters(sweep_s=10.0)
     for n in range(100):
-        await counters.incr(f"k{n}", 5)
-    await counters.incr("long", 600)
-    now[0] = 1011.0  # past the keys' windows and the next sweep
-    assert await counters.get("long") == 1
+        counters.hit(f"k{n}", 5, 1000.0)
+    counters.hit("long", 600, 1000.0)
+    assert counters.hit("long", 600, 1011.0) == (2, 1600.0)  # past the next sweep
     assert set(counters._counters) == {"long"}
 
 

@@ -1,4 +1,4 @@
-"""Apache Kafka (KRaft, one combined broker + controller node) as the embedded log.
+"""Apache Kafka (KRaft, combined broker + controller nodes) as the embedded log.
 
 Contract:
 
@@ -12,7 +12,11 @@ Contract:
   ``root/data`` and survive a restart. ``stop()`` is a controlled shutdown (SIGTERM, SIGKILL
   after 30 s) and idempotent.
 
-The heap is bounded (``heap_mb``); a single node keeps every internal topic at replication 1.
+The heap is bounded (``heap_mb``). A node alone (the default) keeps every internal topic at
+replication 1. Nodes of a cluster (``node_id`` and ``quorum``, the same static voters for each)
+replicate the internal topics to every node, at most 3, with a minimum in-sync of
+``min(2, nodes)``: one node lost loses no acknowledged write. They stop without a controlled
+shutdown (SIGTERM still closes their logs cleanly): the stack stops them together.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from medialog.embedded.processes import EmbeddedError, ManagedProcess, log_tail,
 log = logging.getLogger(__name__)
 
 POM = Path(__file__).with_name("kafka-broker.pom.xml")
-NODE_ID = 1
+NODE_ID = 1  # a node alone
 MIN_JAVA = 17
 
 
@@ -118,7 +122,8 @@ logger.started.level = info
 
 
 class KafkaBroker:
-    """One KRaft node on 127.0.0.1:``port`` (clients) and ``controller_port``, data in ``root``."""
+    """One KRaft node on 127.0.0.1:``port`` (clients) and ``controller_port``, data in ``root``;
+    ``quorum`` maps every voter's node id to its controller port (default: this node alone)."""
 
     def __init__(
         self,
@@ -130,12 +135,16 @@ class KafkaBroker:
         cache_dir: Path,
         *,
         heap_mb: int = 512,
+        node_id: int = NODE_ID,
+        quorum: dict[int, int] | None = None,
     ) -> None:
         self.root = root
         self.port = port
         self.controller_port = controller_port
         self.cluster_id = cluster_id
         self.heap_mb = heap_mb
+        self.node_id = node_id
+        self.quorum = quorum if quorum is not None else {node_id: controller_port}
         self._log_file = log_file
         self._cache_dir = cache_dir
         self._process: ManagedProcess | None = None
@@ -149,11 +158,13 @@ class KafkaBroker:
         return self.root / "data"
 
     def server_properties(self) -> str:
-        """The node's configuration: a static one-voter quorum, everything on 127.0.0.1."""
-        props = {
+        """The node's configuration: a static quorum, everything on 127.0.0.1."""
+        voters = ",".join(f"{n}@127.0.0.1:{p}" for n, p in sorted(self.quorum.items()))
+        replicas, min_isr = min(3, len(self.quorum)), min(2, len(self.quorum))
+        props: dict[str, object] = {
             "process.roles": "broker,controller",
-            "node.id": NODE_ID,
-            "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{self.controller_port}",
+            "node.id": self.node_id,
+            "controller.quorum.voters": voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
                          f"CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
@@ -161,17 +172,26 @@ class KafkaBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.log_dir),
-            # one node: every internal topic has one replica, and fewer partitions than the
-            # defaults (50 each) keep start-up and memory small
-            "offsets.topic.replication.factor": 1,
+            # internal topics on every node (one alone: one replica), and fewer partitions than
+            # the defaults (50 each) keep start-up and memory small
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": 8,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": 4,
-            "share.coordinator.state.topic.replication.factor": 1,
-            "share.coordinator.state.topic.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": 0,
         }
+        if len(self.quorum) > 1:
+            props |= {
+                # topics created without settings (auto-created) replicate too
+                "default.replication.factor": replicas,
+                "min.insync.replicas": min_isr,
+                # the nodes stop together: a controlled shutdown (leaders moved away first)
+                # serves no one then, and the last node's would wait for a quorum already gone
+                "controlled.shutdown.enable": "false",
+            }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     async def _java_argv(self, lib: Path, *main: str) -> list[str]:
@@ -212,8 +232,9 @@ class KafkaBroker:
                 "-Djava.awt.headless=true"]
         argv = await self._java_argv(lib, "kafka.Kafka", str(config))
         argv[1:1] = heap
+        name = "kafka" if len(self.quorum) == 1 else f"kafka node {self.node_id}"
         self._process = ManagedProcess(
-            "kafka", argv, log_file=self._log_file, cwd=self.root,
+            name, argv, log_file=self._log_file, cwd=self.root,
             pid_file=self.root / "kafka.pid", stop_timeout=30.0)
         await self._process.start(self._serves_metadata, timeout=timeout)
 
@@ -227,7 +248,7 @@ class KafkaBroker:
         client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
         try:
             await client.bootstrap()
-            return any(b.nodeId == NODE_ID for b in client.cluster.brokers())
+            return any(b.nodeId == self.node_id for b in client.cluster.brokers())
         except (KafkaError, OSError):
             return False
         finally:

@@ -7,6 +7,7 @@ Layout of ``data_dir``::
     stack.lock      held while the stack runs: one stack per data dir
     seaweedfs/      weed mini (S3: buckets staging, masters, previews)
     kafka/          Apache Kafka (KRaft, one node): server.properties and data/
+    kafka-2/, …     with ``kafka_brokers=3``: nodes 2 and 3 (node 1 in kafka/), logs/kafka-N.log
     postgres/       PostgreSQL cluster (role and database ``medialog``); see below when root
     logs/           one log per service
     chdb/, keys/    used by medialog itself (only their paths are given here)
@@ -16,6 +17,12 @@ buckets, and returns when all answer; on failure it stops what it started and ra
 :class:`EmbeddedError`. ``stop()`` stops them all and is idempotent. Starting again on the same
 data dir reuses the data, the secrets and, when still free, the ports. Kafka's jars live in
 ``cache_dir``, outside the data dir (fetched once per machine).
+
+Kafka is one node, or with ``kafka_brokers=3`` a cluster of three (for fault tests: one can be
+killed and no acknowledged write is lost): a static quorum of the three, a smaller heap each
+(``CLUSTER_HEAP_MB``), and the topics medialog creates replicated to all three
+(``settings_overrides()``). The count is fixed when the data dir is made (``stack.json``); a
+start with another count is refused.
 
 PostgreSQL refuses to run as root, so as root it runs as ``postgres``, which must be able to
 reach its directory. When it cannot (the data dir is under a 0700 folder, as a checkout in
@@ -51,6 +58,22 @@ BUCKET_CORS = {"staging": UPLOAD_METHODS, "masters": READ_METHODS, "previews": R
 EXTERNAL_PG_ROOT = Path("/var/lib/medialog")
 SIGNING_KID = "k1"
 REGION = "us-east-1"
+KAFKA_BROKERS = (1, 3)  # the counts a stack may have
+CLUSTER_HEAP_MB = 384  # each node's heap in a cluster (one node alone: KafkaBroker's 512)
+
+
+def _kafka_port_names(node: int) -> tuple[str, str]:
+    """The ``stack.json`` names of node ``node``'s client and controller ports (node 1 keeps
+    the one-node names, so a one-node data dir reads as before)."""
+    if node == 1:
+        return "kafka", "kafka_controller"
+    return f"kafka_{node}", f"kafka_controller_{node}"
+
+
+def kafka_bootstrap_of(state: dict[str, Any]) -> str:
+    """Every Kafka node's client address, comma-separated, from a ``stack.json``'s contents."""
+    nodes = range(1, int(state.get("kafka_brokers", 1)) + 1)
+    return ",".join(f"127.0.0.1:{state['ports'][_kafka_port_names(n)[0]]}" for n in nodes)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -75,15 +98,20 @@ class EmbeddedStack:
         postgres_port: int | None = None,
         cache_dir: Path = Path("~/.cache/medialog"),
         cors_origins: tuple[str, ...] = (),
+        kafka_brokers: int = 1,
     ) -> None:
+        if kafka_brokers not in KAFKA_BROKERS:
+            raise EmbeddedError(f"the embedded Kafka has 1 or 3 brokers, not {kafka_brokers}")
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self.kafka_brokers = kafka_brokers
         self.cors_origins = cors_origins  # the buckets' CORS (``Settings.cors_origins``)
         self.cache_dir = Path(cache_dir).expanduser()
         self._fixed = {"s3": s3_port, "kafka": kafka_port, "postgres": postgres_port}
         self._state: dict[str, Any] | None = None
         self._lock: IO[str] | None = None
         self.seaweedfs: SeaweedFS | None = None
-        self.kafka: KafkaBroker | None = None
+        self.kafka: KafkaBroker | None = None  # node 1
+        self.kafka_nodes: list[KafkaBroker] = []  # every node, node 1 first
         self.postgres: Postgres | None = None
 
     # -- state -----------------------------------------------------------------------------
@@ -107,6 +135,13 @@ class EmbeddedStack:
                 f"{self.data_dir} was made by an older medialog whose embedded log cannot be "
                 "carried over to Kafka (the read models would skip the new log's first records); "
                 "start from a new data dir: remove it (make clean) or choose another (--data-dir)")
+        made_with = int(state.get("kafka_brokers", 1)) if state.get("ports") else None
+        if made_with is not None and made_with != self.kafka_brokers:
+            raise EmbeddedError(
+                f"{self.data_dir} was made with {made_with} Kafka broker(s) and cannot be started "
+                f"with {self.kafka_brokers}: the count is fixed when the data dir is made (start "
+                f"it with --brokers {made_with}, or choose another data dir with --data-dir)")
+        state["kafka_brokers"] = self.kafka_brokers
         state.setdefault("stack_id", secrets.token_hex(8))
         state.setdefault("kafka_cluster_id", new_cluster_id())
         state["ports"] = self._choose_ports(state.get("ports", {}))
@@ -127,7 +162,8 @@ class EmbeddedStack:
         """Fixed ports win; else the previous run's if free; else fresh free ones."""
         taken: set[int] = set()
         chosen: dict[str, Any] = {}
-        for name in ("s3", "kafka", "kafka_controller", "postgres"):
+        kafka = [name for n in range(1, self.kafka_brokers + 1) for name in _kafka_port_names(n)]
+        for name in ("s3", *kafka, "postgres"):
             fixed, old = self._fixed.get(name), previous.get(name)
             if fixed is not None:
                 if not port_is_free(fixed):
@@ -196,17 +232,31 @@ class EmbeddedStack:
             pg_log.symlink_to(pg_root / "postgres.log")
             pg_log = pg_root / "postgres.log"
         self.postgres = Postgres(pg_root, ports["postgres"], pg_log)
-        self.kafka = KafkaBroker(
-            self.data_dir / "kafka", ports["kafka"], ports["kafka_controller"],
-            state["kafka_cluster_id"], logs / "kafka.log", self.cache_dir)
+        self.kafka_nodes = self._kafka_nodes(state, logs)
+        self.kafka = self.kafka_nodes[0]
         results = await asyncio.gather(
-            self.seaweedfs.start(), self.postgres.start(), self.kafka.start(),
+            self.seaweedfs.start(), self.postgres.start(), *(k.start() for k in self.kafka_nodes),
             return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         await self.seaweedfs.create_buckets(BUCKETS)
         await self.seaweedfs.apply_cors(BUCKET_CORS)
+
+    def _kafka_nodes(self, state: dict[str, Any], logs: Path) -> list[KafkaBroker]:
+        """One node as it always was, or the three nodes of a cluster (node 1 in ``kafka/``)."""
+        ports = state["ports"]
+        if self.kafka_brokers == 1:
+            return [KafkaBroker(
+                self.data_dir / "kafka", ports["kafka"], ports["kafka_controller"],
+                state["kafka_cluster_id"], logs / "kafka.log", self.cache_dir)]
+        names = {n: _kafka_port_names(n) for n in range(1, self.kafka_brokers + 1)}
+        quorum = {n: ports[controller] for n, (_, controller) in names.items()}
+        return [KafkaBroker(
+            self.data_dir / ("kafka" if n == 1 else f"kafka-{n}"), ports[client],
+            ports[controller], state["kafka_cluster_id"], logs / f"kafka-{n}.log",
+            self.cache_dir, heap_mb=CLUSTER_HEAP_MB, node_id=n, quorum=quorum)
+            for n, (client, controller) in names.items()]
 
     async def _postgres_root(self, stack_id: str) -> Path:
         """Where PostgreSQL keeps its cluster: in the data dir unless, as root, the ``postgres``
@@ -225,8 +275,11 @@ class EmbeddedStack:
         """Stop Kafka, SeaweedFS and PostgreSQL (controlled or fast shutdowns). Idempotent.
 
         Every service is asked to stop even if another fails to; the first error is re-raised.
+        A cluster's nodes stop together: their controllers stay up while each broker's
+        controlled shutdown needs a quorum.
         """
-        services = [s.stop() for s in (self.kafka, self.seaweedfs, self.postgres) if s is not None]
+        services = [s.stop() for s in (*self.kafka_nodes, self.seaweedfs, self.postgres)
+                    if s is not None]
         errors = [r for r in await asyncio.gather(*services, return_exceptions=True)
                   if isinstance(r, BaseException)]
         if self._lock is not None:
@@ -254,27 +307,34 @@ class EmbeddedStack:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self._require_state()['ports']['kafka']}"
+        return kafka_bootstrap_of(self._require_state())
 
     @property
     def postgres_dsn(self) -> str:
         return f"postgresql://medialog@127.0.0.1:{self._require_state()['ports']['postgres']}/medialog"
 
     def pids(self) -> dict[str, int | None]:
-        """Process ids of the running services (for measurements and diagnostics)."""
-        return {
+        """Process ids of the running services (for measurements and diagnostics); Kafka's
+        nodes 2 and 3 of a cluster as ``kafka_2``, ``kafka_3``."""
+        pids = {
             "seaweedfs": self.seaweedfs.pid if self.seaweedfs else None,
             "kafka": self.kafka.pid if self.kafka else None,
             "postgres": self.postgres.server_pid if self.postgres else None,
         }
+        for node in self.kafka_nodes[1:]:
+            pids[f"kafka_{node.node_id}"] = node.pid
+        return pids
 
     def settings_overrides(self) -> dict[str, Any]:
         """Values for ``Settings.from_env(**overrides)`` pointing medialog at this stack.
 
-        Contains secrets (S3 keys, signing key): do not log the result.
+        Contains secrets (S3 keys, signing key): do not log the result. With three brokers,
+        ``topic_replication`` is 3 too.
         """
         state = self._require_state()
+        replicated = {"topic_replication": self.kafka_brokers} if self.kafka_brokers > 1 else {}
         return {
+            **replicated,
             "data_dir": self.data_dir,
             "kafka_bootstrap": self.kafka_bootstrap,
             "postgres_dsn": self.postgres_dsn,
