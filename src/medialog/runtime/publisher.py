@@ -5,6 +5,8 @@ or a stored position means the record is on the log; a retried send is written o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import Sequence
 from time import perf_counter
 
@@ -19,6 +21,7 @@ from medialog.runtime.metrics import PRODUCE_SECONDS, LoopObserver
 
 Headers = Sequence[tuple[str, bytes]]
 EVENT_HEADERS: Headers = (("content-type", CONTENT_TYPE.encode()),)
+WATCH_EVERY_S = 0.5  # how late past its deadline an unacknowledged wait may end
 
 
 class Publisher:
@@ -28,17 +31,39 @@ class Publisher:
         self.settings = settings
         self.producer: AIOKafkaProducer = new_producer(settings)
         self._latency: dict[str, LoopObserver] = {}  # topic → its PRODUCE_SECONDS child
+        # Waits in deadline order (one timeout for all): (deadline, acknowledgement).
+        self._waits: deque[tuple[float, asyncio.Future[object]]] = deque()
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.producer.start()
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         await self.producer.stop()
+
+    async def _watch(self) -> None:
+        """Cancel the waits past their deadline (aiokafka ignores a cancelled future). One task
+        for all: a timer per append (``asyncio.wait``/``timeout``/``call_at``) leaves a cancelled
+        handle per request in the loop's heap for the whole timeout, which the ingest path pays
+        for in heap and collector work."""
+        loop = asyncio.get_running_loop()
+        waits = self._waits
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            now = loop.time()
+            while waits and (waits[0][1].done() or waits[0][0] <= now):
+                _, ack = waits.popleft()
+                ack.cancel()
 
     async def append(self, topic: str, key: str, values: Sequence[bytes],
                      headers: Headers = EVENT_HEADERS) -> None:
         """Append ``values`` in order (one key: one partition) and wait for every
-        acknowledgement, at most ``kafka_request_timeout_ms`` in all. Raises
+        acknowledgement, at most ``kafka_request_timeout_ms`` in all (ended by ``_watch``, up
+        to ``WATCH_EVERY_S`` late). Raises
         ``aiokafka.errors.KafkaError`` when the broker did not take them in time
         (``KafkaTimeoutError``: the idempotent producer never gives up on a batch by itself, so
         it may still be written, once; a retry with the same ids is harmless). Each successful
@@ -53,9 +78,9 @@ class Publisher:
         for ack in sent:
             if ack.done():
                 continue
-            # One timer that cancels the wait (aiokafka ignores a cancelled future): cheaper on
-            # this hot path than asyncio.wait or asyncio.timeout, which wrap every call.
-            timer = loop.call_at(deadline, ack.cancel)
+            self._waits.append((deadline, ack))  # the watchdog cancels it past the deadline
+            if self._watchdog is None:
+                self._watchdog = asyncio.create_task(self._watch())
             try:
                 await ack
             except asyncio.CancelledError:
@@ -66,8 +91,6 @@ class Publisher:
                     other.add_done_callback(_retrieved)
                 raise KafkaTimeoutError(f"{len(late)} of {len(sent)} records to {name} not "
                                         f"acknowledged in {timeout:g}s") from None
-            finally:
-                timer.cancel()
         for ack in sent:
             ack.result()
         latency = self._latency.get(topic)
