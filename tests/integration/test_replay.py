@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
+from tests import medialog_cli
 from tests.integration.test_engagement import (
     eventually,
     pg,
@@ -37,9 +37,7 @@ LIVE = ("SELECT c.relname, c.oid::int, c.reloptions, "
 
 
 def _start(stack: Any, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "medialog", "replay", *args],
-                            env=_env(stack), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return medialog_cli.start(["replay", *args], _env(stack))
 
 
 async def replay(stack: Any, *args: str) -> tuple[int, list[str], str]:

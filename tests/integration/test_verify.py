@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ import asyncpg
 import pytest
 
 from medialog.outcomes import NOTIFY_CHANNEL
+from tests import medialog_cli
 from tests.integration.test_engagement import (
     auth,
     awaiting_upload,
@@ -43,8 +43,7 @@ def _env(stack: Any) -> dict[str, str]:
 
 
 def _start(stack: Any, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "medialog", "verify", *args], env=_env(stack),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return medialog_cli.start(["verify", *args], _env(stack))
 
 
 async def verify(stack: Any, *args: str) -> tuple[int, list[str], str]:
