@@ -232,19 +232,28 @@ def _reap_leftovers(data_dir: Path) -> None:
             f"(PostgreSQL's {pid_file}: postmaster pid {postmaster})")
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[DevStack]:
-    data_dir = Path(tempfile.mkdtemp(prefix="medialog-test-"))
+@contextlib.contextmanager
+def running_stack(prefix: str, *, stop_signal: int = signal.SIGINT,
+                  **options: Any) -> Iterator[DevStack]:
+    """A started ``medialog dev`` (``DevStack(data_dir, **options)``) on a fresh data
+    directory, stopped with ``stop_signal`` and removed afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    dev = DevStack(data_dir)
+    dev = DevStack(data_dir, **options)
     try:
         dev.start()  # cleans up its own processes when it fails
         yield dev
         if dev.proc is not None:
-            dev.stop()
+            dev.stop(stop_signal)
     finally:
         if os.environ.get("MEDIALOG_KEEP_TEST_DATA") != "1":
             subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[DevStack]:
+    with running_stack("medialog-test-") as dev:
+        yield dev
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -18,3 +19,11 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "medialog", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_sigint)
+
+
+async def run(args: list[str], env: dict[str, str], timeout: float = 180
+              ) -> tuple[int, list[str], str]:
+    """Run ``medialog ARGS`` to its end: exit status, stdout lines, stderr."""
+    proc = start(args, env)
+    out, err = await asyncio.to_thread(proc.communicate, timeout=timeout)
+    return proc.returncode, out.splitlines(), err

@@ -20,8 +20,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from medialog.config import Settings
 from medialog.embedded.stack import EmbeddedStack
-from tests.conftest import DevStack
+from tests.conftest import DevStack, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +50,9 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 16
 
 @pytest.fixture(scope="module")
 def dev() -> Iterator[DevStack]:
-    data_dir = Path(tempfile.mkdtemp(prefix="medialog-down-"))
-    data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    stack = DevStack(data_dir, env=ENV)
-    try:
-        stack.start()
+    # SeaweedFS gets killed: SIGKILL reaps what is left
+    with running_stack("medialog-down-", stop_signal=signal.SIGKILL, env=ENV) as stack:
         yield stack
-        if stack.proc is not None:
-            stack.stop(signal.SIGKILL)  # SeaweedFS was killed: reap what is left
-    finally:
-        subprocess.run(["rm", "-rf", str(data_dir)], check=False)
 
 
 @pytest.fixture(scope="module")

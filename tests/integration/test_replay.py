@@ -42,9 +42,7 @@ def _start(stack: Any, *args: str) -> subprocess.Popen[str]:
 
 async def replay(stack: Any, *args: str) -> tuple[int, list[str], str]:
     """Run ``medialog replay ARGS``: exit status, stdout lines, stderr."""
-    proc = _start(stack, *args)
-    out, err = await asyncio.to_thread(proc.communicate, timeout=180)
-    return proc.returncode, out.splitlines(), err
+    return await medialog_cli.run(["replay", *args], _env(stack))
 
 
 async def checksums(pg: Any) -> dict[str, str]:

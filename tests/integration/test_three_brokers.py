@@ -13,12 +13,9 @@ import collections
 import json
 import os
 import signal
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,7 +28,7 @@ from medialog.embedded.processes import EmbeddedError
 from medialog.embedded.stack import EmbeddedStack
 from medialog.envelope import decode_event
 from medialog.kafka import partition_of
-from tests.conftest import DevStack
+from tests.conftest import DevStack, running_stack
 from tests.integration.test_engagement import ready_asset
 from tests.kafka_log import read_topic
 
@@ -44,17 +41,8 @@ KILL_AFTER = 400  # reports answered before the leader is killed
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[DevStack]:
-    data_dir = Path(tempfile.mkdtemp(prefix="medialog-3brokers-"))
-    data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    dev = DevStack(data_dir, args=("--brokers", "3"))
-    try:
-        dev.start()
+    with running_stack("medialog-3brokers-", args=("--brokers", "3")) as dev:
         yield dev
-        if dev.proc is not None:
-            dev.stop()
-    finally:
-        if os.environ.get("MEDIALOG_KEEP_TEST_DATA") != "1":
-            subprocess.run(["rm", "-rf", str(data_dir)], check=False)
 
 
 def broker_pid(cluster: DevStack, node: int) -> int:

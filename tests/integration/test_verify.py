@@ -48,9 +48,7 @@ def _start(stack: Any, *args: str) -> subprocess.Popen[str]:
 
 async def verify(stack: Any, *args: str) -> tuple[int, list[str], str]:
     """Run ``medialog verify ARGS``: exit status, stdout lines, stderr."""
-    proc = _start(stack, *args)
-    out, err = await asyncio.to_thread(proc.communicate, timeout=180)
-    return proc.returncode, out.splitlines(), err
+    return await medialog_cli.run(["verify", *args], _env(stack))
 
 
 @pytest.fixture
