@@ -34,6 +34,8 @@ REAP_TIMEOUT_S = 15
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: starts a stack of its own, a minute or two (deselect: -m 'not slow')")
+    config.addinivalue_line(
+        "markers", "faults: the fault-injection suite, tests/faults (deselect: -m 'not faults')")
 
 
 def _free_port() -> int:

@@ -31,10 +31,15 @@ Item = tuple[Position, bytes]
 
 
 async def already_handled(pool: asyncpg.Pool, consumer: str, position: Position) -> bool:
-    """Whether ``consumer`` stored an offset at or past ``position`` (a re-delivery)."""
-    async with pool.acquire() as conn:
-        stored = await tracking.stored_offset(conn, consumer, position.topic, position.partition)
-    return position.offset <= stored
+    """Whether ``consumer`` stored an offset at or past ``position`` (a re-delivery), retrying
+    while the database is away: raising would end the agent, whose record then counts as
+    consumed."""
+    async def stored() -> int:
+        async with pool.acquire() as conn:
+            return await tracking.stored_offset(conn, consumer, position.topic,
+                                                position.partition)
+
+    return position.offset <= await retrying(f"{consumer} reading its position", stored)
 
 
 async def advance(pool: asyncpg.Pool, consumer: str, *positions: Position) -> None:
