@@ -51,7 +51,7 @@ class Ledger:
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
     answers: collections.Counter[str] = field(default_factory=collections.Counter)
     unresolved: list[str] = field(default_factory=list)  # no definite answer by the deadline
-    unexpected: list[str] = field(default_factory=list)  # a 4xx nothing in the load asks for
+    unexpected: list[str] = field(default_factory=list)  # a 4xx nothing asks for, or a 500
 
     @property
     def sent(self) -> int:
@@ -88,6 +88,8 @@ class Client:
             body = text
         code = body.get("error", {}).get("code") if isinstance(body, dict) else None
         self.ledger.answers[f"{r.status} {code}" if code else str(r.status)] += 1
+        if r.status == 500:  # a fault must get an honest 503, never an internal error
+            self.ledger.unexpected.append(f"{method} {url}: 500 {body}")
         return Answer(r.status, body, code)
 
     async def definite(self, method: str, path: str, *, token: str | None = None,

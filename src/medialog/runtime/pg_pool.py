@@ -8,6 +8,7 @@ It is the pool's ``acquire`` that translates, for the acquiring and for everythi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -54,7 +55,10 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types for it
                     yield conn
                 except Exception as exc:
                     if db_unavailable(exc) is not None:
-                        conn.terminate()  # not reset on release: that would wait as long again
+                        # not reset on release: that would wait as long again. A connection
+                        # lost mid-statement may be back in the pool already: nothing to end.
+                        with contextlib.suppress(asyncpg.InterfaceError):
+                            conn.terminate()
                     raise
         except Exception as exc:
             unavailable = db_unavailable(exc)
