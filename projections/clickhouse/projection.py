@@ -31,10 +31,15 @@ projection does it before its reader joins the group, when the rule recorded in 
 not its own, then drops its session cache. The new rows replace the old ones of the same event
 ids, so the sessions read is FINAL: until a merge, both versions of a row are in the table.
 
-All ClickHouse work of a batch runs in one call on the ``Analytics`` thread (sync client)."""
+All ClickHouse work of a batch runs in one call on the ``Analytics`` thread (sync client).
+
+**Paused by a replay** (``projections.clickhouse.replay``): ``consume`` takes a ``Live``, whose
+gate each batch (and the re-derivation at start) holds; the replay takes it to catch up with and
+swap the tables under a projection standing still, then makes it ``reset``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -282,6 +287,19 @@ class ClickHouseProjection:
         self._remember(parts, folded, fold, ids, part_of)
         return result
 
+    def flush(self, client: Client) -> None:
+        """Store the applied positions now (a replay pauses the projection and needs the stored
+        positions to be exactly what it applied)."""
+        self._written_at = float("-inf")
+        self._write_positions(client)
+
+    def reset(self) -> None:
+        """Forget everything read from or applied to ClickHouse (after a replay swapped the
+        tables): the next batch reads its positions and sessions from the new tables."""
+        self._known.clear()
+        self._folded.clear()
+        self._unwritten.clear()
+
     def forget(self) -> None:
         """Drop the session cache (after the stored verdicts were re-derived): the next batch of
         each partition reads its sessions from ClickHouse. The positions stay: a re-derivation
@@ -376,10 +394,21 @@ async def derive_before_consuming(analytics: Analytics, projection: ClickHousePr
         await analytics.run(lambda _: projection.forget())
 
 
-async def consume(deps: Deps) -> None:
+class Live:
+    """The pause hook of the live projection of this process: ``gate`` is held by each batch
+    (and the re-derivation at start), so whoever holds it has the projection standing still
+    between two batches; ``projection`` is the one running (None until it started)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Lock()
+        self.projection: ClickHouseProjection | None = None
+
+
+async def consume(deps: Deps, live: Live | None = None) -> None:
     """Re-derive the verdicts if the rule changed, then read ``TOPICS`` and apply them
     (``projections.reader``) until cancelled. The re-derivation runs before the reader joins
-    its group: however long it takes, no rebalance waits on it."""
+    its group: however long it takes, no rebalance waits on it. ``live``: the pause hook a
+    replay in this process uses."""
     s = deps.settings
     analytics = deps.analytics
     if analytics is None:
@@ -387,11 +416,16 @@ async def consume(deps: Deps) -> None:
     projection = ClickHouseProjection(
         ViewRule(threshold_s=s.view_threshold_s, window_s=s.view_window_s)
     )
-    await retrying(f"projection {NAME}: re-deriving verdicts",
-                   partial(derive_before_consuming, analytics, projection))
+    gate = asyncio.Lock() if live is None else live.gate
+    async with gate:
+        await retrying(f"projection {NAME}: re-deriving verdicts",
+                       partial(derive_before_consuming, analytics, projection))
+    if live is not None:
+        live.projection = projection
 
     async def handle(batch: Sequence[tuple[Position, bytes]]) -> None:
-        result = await apply_with_retry(analytics, projection, batch)
+        async with gate:
+            result = await apply_with_retry(analytics, projection, batch)
         if result.applied:
             log.debug("projection %s: %d applied, %d view rows %s",
                       NAME, result.applied, result.views, result.verdicts)

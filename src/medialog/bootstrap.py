@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import faust
 from aiohttp import web
 
-from medialog.api import keys
+from medialog.api import keys, read_models
 from medialog.api.access_log import AccessLog
 from medialog.api.app import create_app
 from medialog.config import Role, Settings
@@ -26,6 +27,9 @@ __all__ = ["AccessLog", "build", "rebuild_engagement", "rederive_analytics",
 FAUST_ROLES: frozenset[Role] = frozenset({"actors", "workers"})
 PROJECTION_ROLES: frozenset[Role] = frozenset({"projections", "analytics"})
 FAUST = web.AppKey("faust", faust.App)
+# The ClickHouse projection's pause hook (``projections.clickhouse.projection.Live``), when this
+# process runs it: a replay through the api pauses it.
+CLICKHOUSE_LIVE: web.AppKey[Any] = web.AppKey("clickhouse_live")
 Reader = Callable[[], Awaitable[None]]
 
 
@@ -34,6 +38,13 @@ def build(settings: Settings, roles: frozenset[Role], *,
     """The application of a process running ``roles``: ``peers`` are the ``/health/ready`` URLs
     of the processes it runs with (``medialog dev``'s roles process)."""
     app = create_app(settings, roles, peers=peers)
+    if "analytics" in roles:
+        from projections.clickhouse.projection import Live
+
+        app[CLICKHOUSE_LIVE] = Live()
+    if "api" in roles:  # it opens ClickHouse: ``medialog verify|replay analytics`` ask it
+        app[keys.READ_MODEL_WORK] = _read_model_work(app)
+        app.cleanup_ctx.append(read_models.jobs_ctx)
     if roles & FAUST_ROLES:
         app.cleanup_ctx.append(_streams)
     if roles & PROJECTION_ROLES:
@@ -67,8 +78,9 @@ def faust_app_of(deps: Deps, roles: set[Role]) -> faust.App:
     return app
 
 
-def readers(deps: Deps, roles: set[Role]) -> dict[str, Reader]:
-    """The projections the ``roles`` run, by name: each a reader to run until cancelled."""
+def readers(deps: Deps, roles: set[Role], live: Any = None) -> dict[str, Reader]:
+    """The projections the ``roles`` run, by name: each a reader to run until cancelled.
+    ``live``: the ClickHouse projection's pause hook."""
     from projections.clickhouse import projection as clickhouse
     from projections.postgres import assets, engagement
 
@@ -77,7 +89,7 @@ def readers(deps: Deps, roles: set[Role]) -> dict[str, Reader]:
         found[assets.NAME] = lambda: assets.consume(deps)
         found[engagement.NAME] = lambda: engagement.consume(deps)
     if "analytics" in roles:
-        found[clickhouse.NAME] = lambda: clickhouse.consume(deps)
+        found[clickhouse.NAME] = lambda: clickhouse.consume(deps, live)
     return found
 
 
@@ -96,7 +108,8 @@ async def _projections(app: web.Application) -> AsyncIterator[None]:
 
     roles: frozenset[Role] = app[keys.ROLES]
     tasks = [asyncio.create_task(supervised(name, run), name=name)
-             for name, run in readers(deps_of(app), set(roles)).items()]
+             for name, run in readers(deps_of(app), set(roles),
+                                      app.get(CLICKHOUSE_LIVE)).items()]
     yield
     for task in tasks:
         task.cancel()
@@ -117,24 +130,105 @@ async def verify_read_models(settings: Settings, which: str,
                              progress: Callable[[int], Progress] | None = None
                              ) -> tuple[list[str], bool]:
     """``medialog verify``: (the report's lines, whether every table equals the log's fold).
-    Raises a ``RuntimeError`` (``VerifyError``) when the log cannot be folded again.
-    ``progress``: given the number of records to fold, the ``Progress`` it advances."""
-    from projections.postgres.verify import verify
+    ``which``: assets, engagement, analytics or all (one report). Raises a ``RuntimeError``
+    (``VerifyError``, ``JobFailed``) when the log cannot be folded again. ``progress``: given
+    the number of records to fold, the ``Progress`` it advances."""
+    from projections.postgres.verify import VerifyReport, verify
 
-    report = await verify(settings, which, progress=progress)
-    return report.lines(), report.equal
+    parts: list[VerifyReport] = []
+    if which != "analytics":
+        parts.append(await verify(settings, "all" if which == "all" else which,
+                                  progress=progress))
+    if which in ("analytics", "all"):
+        report = await _analytics_job(settings, "verify", False, progress)
+        parts.append(VerifyReport(_tables(report), report["records"], report["seconds"]))
+    merged = VerifyReport(tuple(t for p in parts for t in p.tables),
+                          sum(p.records for p in parts), sum(p.seconds for p in parts))
+    return merged.lines(), merged.equal
 
 
 async def replay_read_models(settings: Settings, which: str, check_only: bool,
                              progress: Callable[[int], Progress] | None = None
                              ) -> tuple[list[str], bool]:
-    """``medialog replay``: (the report's lines, whether live equalled the fold). Raises a
-    ``RuntimeError`` (``VerifyError``) when the log cannot be folded (nothing live changed).
-    ``progress``: given the number of records to fold, the ``Progress`` it advances."""
-    from projections.postgres.replay import replay
+    """``medialog replay``: (the report's lines, whether live equalled the fold). ``which``:
+    assets, engagement, analytics or all (PostgreSQL first, then ClickHouse; one report).
+    Raises a ``RuntimeError`` (``VerifyError``, ``JobFailed``) when the log cannot be folded
+    (nothing live changed in that store). ``progress``: given the number of records to fold,
+    the ``Progress`` it advances."""
+    from projections.postgres.replay import ReplayReport, replay
 
-    report = await replay(settings, which, check_only=check_only, progress=progress)
-    return report.lines(), report.equal
+    parts: list[ReplayReport] = []
+    if which != "analytics":
+        parts.append(await replay(settings, "all" if which == "all" else which,
+                                  check_only=check_only, progress=progress))
+    if which in ("analytics", "all"):
+        report = await _analytics_job(settings, "replay", check_only, progress)
+        parts.append(ReplayReport(_tables(report), report["records"], report["swapped"],
+                                  tuple(report["behind"]), report["seconds"]))
+    merged = ReplayReport(tuple(t for p in parts for t in p.tables),
+                          sum(p.records for p in parts), not check_only,
+                          tuple(b for p in parts for b in p.behind),
+                          sum(p.seconds for p in parts))
+    return merged.lines(), merged.equal
+
+
+def _tables(report: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The ``TableResult``s of a read-model job's report (``responses.ReadModelReport``)."""
+    from projections.postgres.verify import TableResult
+
+    return tuple(TableResult(t["table"], t["live_rows"], t["log_rows"], t["equal"],
+                             tuple((k["key"], k["how"]) for k in t["first_differing"]))
+                 for t in report["tables"])
+
+
+async def _analytics_job(settings: Settings, kind: str, check_only: bool,
+                         progress: Callable[[int], Progress] | None) -> dict[str, Any]:
+    """A verify or replay of the ClickHouse model: through the api of the process holding the
+    chDB store when one does (chDB allows one process per path), else here."""
+    from medialog.clickhouse import Analytics
+    from medialog.migrate import migrate_clickhouse
+    from medialog.read_model_jobs import run_job
+    from projections.clickhouse.rederive import in_use
+
+    if in_use(settings.clickhouse_dsn) is not None:
+        return await run_job(settings, kind, check_only, progress)
+    analytics = Analytics(settings.clickhouse_dsn)
+    await analytics.open()
+    try:
+        await migrate_clickhouse(analytics)
+        return await analytics_work(analytics, settings, None, kind, check_only, progress)
+    finally:
+        await analytics.close()
+
+
+async def analytics_work(analytics: Any, settings: Settings, live: Any, kind: str,
+                         check_only: bool, progress: Callable[[int], Any] | None
+                         ) -> dict[str, Any]:
+    """A verify or replay of the ClickHouse model on ``analytics`` (``live``: the projection's
+    pause hook when it runs in this process), its report as JSON."""
+    from projections.clickhouse.replay import replay
+    from projections.clickhouse.verify import report_json, verify
+
+    if kind == "verify":
+        checked = await verify(analytics, settings, progress=progress)
+        return report_json(checked.tables, checked.lines(), records=checked.records,
+                           seconds=checked.seconds)
+    replayed = await replay(analytics, settings, live, check_only=check_only, progress=progress)
+    return report_json(replayed.tables, replayed.lines(), records=replayed.records,
+                       seconds=replayed.seconds, swapped=replayed.swapped,
+                       behind=list(replayed.behind))
+
+
+def _read_model_work(app: web.Application) -> keys.ReadModelWork:
+    """``keys.READ_MODEL_WORK``: a job of the api's ``read_models`` on this process's
+    ClickHouse, pausing its projection if it runs here."""
+
+    async def work(kind: str, check_only: bool,
+                   progress: Callable[[int], keys.ReadModelMeter]) -> dict[str, Any]:
+        return await analytics_work(app[keys.ANALYTICS], app[keys.SETTINGS],
+                                    app.get(CLICKHOUSE_LIVE), kind, check_only, progress)
+
+    return work
 
 
 async def rederive_analytics(settings: Settings, progress: Callable[[int], Progress] | None = None

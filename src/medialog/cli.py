@@ -23,6 +23,7 @@ from medialog.config import ALL_ROLES, CLICKHOUSE_ROLES, Role, Settings
 from medialog.runtime.logs import setup_logging
 
 LISTEN_BACKLOG = 128  # aiohttp's default
+API_URL_FILE = "api.url"  # in the data dir while ``medialog dev`` serves: its api's base URL
 
 
 def tune_gc() -> None:
@@ -225,6 +226,8 @@ async def _dev(base: Settings, port: int | None, brokers: int = 1) -> None:
         )
 
         def announce() -> None:
+            # where ``medialog verify|replay analytics`` find the process holding chDB
+            (data_dir / API_URL_FILE).write_text(settings.base_url + "\n")
             click.echo(f"\nmedialog is up: {settings.base_url}")
             click.echo(f"  data directory:  {data_dir}")
             click.echo(f"  Kafka bootstrap: {settings.kafka_bootstrap}  (topics events.asset, "
@@ -251,6 +254,7 @@ async def _dev(base: Settings, port: int | None, brokers: int = 1) -> None:
         finally:
             await (roles_stopping[0] if roles_stopping else roles.stop())
     finally:
+        (data_dir / API_URL_FILE).unlink(missing_ok=True)
         for sock in sockets:
             sock.close()
         await stack.stop()  # idempotent; stops what a failed start left too
@@ -311,13 +315,14 @@ VERIFY_FAILED = 2  # the exit status when the log could not be folded (1: a diff
 
 
 @main.command()
-@click.argument("projection", type=click.Choice(["assets", "engagement", "all"]),
+@click.argument("projection", type=click.Choice(["assets", "engagement", "analytics", "all"]),
                 default="all")
 def verify(projection: str) -> None:
-    """Compare the live PostgreSQL read models with a fresh fold of the log, table by table
-    (safe while everything runs): one line per table, then the verdict; exit 0 if all are
-    equal, 1 on any difference, 2 if the log could not be folded. How far the fold is goes
-    to stderr, as for rebuild."""
+    """Compare the live read models (PostgreSQL; analytics: ClickHouse) with a fresh fold of the
+    log, table by table (safe while everything runs): one line per table, then the verdict;
+    exit 0 if all are equal, 1 on any difference, 2 if the log could not be folded. How far the
+    fold is goes to stderr, as for rebuild. Analytics, while another process holds the chDB
+    store (medialog dev): run by that process, through its api (MEDIALOG_API_PORT)."""
     settings = _settings()
     _logging(settings)
     from medialog.bootstrap import verify_read_models
@@ -343,16 +348,16 @@ def _print_fold(run: Coroutine[object, object, tuple[list[str], bool]]) -> bool:
 
 
 @main.command()
-@click.argument("projection", type=click.Choice(["assets", "engagement", "all"]),
+@click.argument("projection", type=click.Choice(["assets", "engagement", "analytics", "all"]),
                 default="all")
 @click.option("--check-only", is_flag=True,
               help="build and compare, but do not swap (exit 1 on a difference)")
 def replay(projection: str, check_only: bool) -> None:
-    """Rebuild the PostgreSQL read models from the log into shadow tables while everything
-    runs, compare them with the live ones (live paused for that moment), then swap them in
-    atomically: one line per table, then the verdict. Exit 0 once swapped (a difference is
-    reported: it is what the replay repaired), 2 if the log could not be folded (nothing
-    changed). Progress on stderr, as for rebuild."""
+    """Rebuild the read models (PostgreSQL; analytics: ClickHouse) from the log into shadow
+    tables while everything runs, compare them with the live ones (live paused for that
+    moment), then swap them in atomically: one line per table, then the verdict. Exit 0 once
+    swapped (a difference is reported: it is what the replay repaired), 2 if the log could not
+    be folded (nothing changed). Progress on stderr, as for rebuild; analytics as for verify."""
     settings = _settings()
     _logging(settings)
     from medialog.bootstrap import replay_read_models

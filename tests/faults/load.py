@@ -190,6 +190,12 @@ async def upload(client: Client, http: aiohttp.ClientSession, token: str, key: s
         if not created.accepted:
             return Upload("", steps=[f"create: {created.status} {created.body}"])
         result = Upload(created.body["asset_id"])
+        made = created.body.get("command", {})
+        if not _settled(made):  # the wait ended first: the asset is not readable yet
+            made = await _decided(client, token, created.body["command_id"])
+        if made.get("status") != "accepted":
+            result.steps.append(f"create: {created.body} then {made}")
+            return result
         url = created.body.get("upload_url")
         if url is None:
             result.steps.append(f"create again: {created.body.get('asset_status')}")
@@ -200,8 +206,8 @@ async def upload(client: Client, http: aiohttp.ClientSession, token: str, key: s
         done = await client.definite("POST", f"/v1/assets/{result.asset_id}/complete",
                                      token=token, key=f"{key}-complete-{attempt}")
         command = done.body.get("command", {}) if isinstance(done.body, dict) else {}
-        if done.accepted and command.get("status") == "pending":
-            command = await _decided(client, token, command["command_id"])
+        if done.accepted and not _settled(command):
+            command = await _decided(client, token, done.body["command_id"])
         if done.accepted and command.get("status") == "accepted":
             result.completed = True
             return result
@@ -231,12 +237,19 @@ async def _put(client: Client, http: aiohttp.ClientSession, url: str, headers: d
     return False
 
 
+def _settled(command: dict[str, Any]) -> bool:
+    """Whether a command's outcome is final and readable: rejected, or accepted and projected
+    (what ``Prefer: wait`` waits for)."""
+    return command.get("status") == "rejected" or (
+        command.get("status") == "accepted" and bool(command.get("projected")))
+
+
 async def _decided(client: Client, token: str, command_id: str) -> dict[str, Any]:
-    """A command's outcome once decided (``GET /v1/commands/{id}``), polled; {} when none
-    came before the deadline."""
+    """A command's outcome once settled (``GET /v1/commands/{id}``), polled; {} when it was
+    not before the deadline."""
     while time.monotonic() < client.deadline:
         answer = await client.definite("GET", f"/v1/commands/{command_id}", token=token)
-        if answer.accepted and answer.body.get("status") != "pending":
+        if answer.accepted and _settled(answer.body):
             return dict(answer.body)
         if not answer.accepted and answer.status != 404:
             return {}

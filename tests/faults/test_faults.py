@@ -63,7 +63,8 @@ PAUSE_S = (2.0, 6.0)  # before each kill
 DOWN_S = (0.5, 4.0)  # from a kill to the restart
 PLAYERS = 8  # concurrent view reporters
 FANS = 12  # users liking and unliking
-UPLOADS = 4  # started during the faults (besides the two the load plays)
+UPLOADS = 6  # started at random moments of the faults (besides the two the load plays)
+UPLOADS_WITHIN_S = 60.0
 SETTLE_S = 180.0  # after the faults: retries stop, and the system must have converged
 WATCH_S = 3.0  # a view of the 4 s clip (threshold: half its duration)
 OVERRIDES = {
@@ -124,7 +125,7 @@ async def _run(system: FaultStack, seed: int, media: bytes) -> None:
         load += [asyncio.create_task(like_toggles(client, user, token, assets, random.Random(
                     f"{seed}/fan/{user}"), stop, liked)) for user, token in fans.items()]
         uploads = [asyncio.create_task(_upload_at(client, http, creator, f"fault-{seed}-{i}",
-                                                  media, rng.uniform(0, 30)))
+                                                  media, rng.uniform(0, UPLOADS_WITHIN_S)))
                    for i in range(UPLOADS)]
         began = time.monotonic()
         await _chaos(system, rng, kills)

@@ -465,6 +465,44 @@ class OpenApiDocument(_Body):
     components: dict[str, Any]
 
 
+class DifferingKey(_Body):
+    key: str = Field(description="the row's sort key, its columns joined by /")
+    how: str = Field(json_schema_extra={"enum": ["only live", "only in log", "differs"]})
+
+
+class TableComparison(_Body):
+    table: str
+    live_rows: int
+    log_rows: int
+    equal: bool
+    first_differing: list[DifferingKey]
+
+
+class ReadModelReport(_Body):
+    tables: list[TableComparison]
+    equal: bool = Field(description="every table equals the fold")
+    lines: list[str] = Field(description="the report as `medialog verify|replay` prints it")
+    swapped: bool | SkipJsonSchema[None] = Field(None, description="replay: swapped in")
+
+
+class JobProgress(_Body):
+    done: int = Field(description="records folded")
+    total: int | None = Field(description="records to fold up to the end offsets; null until "
+                                          "known")
+
+
+class ReadModelJob(_Body):
+    job_id: str
+    kind: str = Field(json_schema_extra={"enum": ["verify", "replay"]})
+    check_only: bool
+    status: str = Field(json_schema_extra={"enum": ["running", "done", "failed", "cancelled"]})
+    started_at: str = Field(description=_TIME)
+    progress: JobProgress
+    report: ReadModelReport | SkipJsonSchema[None] = Field(None, description="once done")
+    error: str | SkipJsonSchema[None] = Field(None, description="once failed: why the log "
+                                                                 "could not be folded")
+
+
 # --- routes -----------------------------------------------------------------------------------
 
 _ASSET = "/v1/assets/{asset_id}"
@@ -501,6 +539,10 @@ RESPONSES: dict[tuple[str, str], dict[int, type[BaseModel] | None]] = {
     ("PUT", _LIKE): {200: LikeState, 202: LikeAccepted},
     ("DELETE", _LIKE): {200: LikeState, 202: LikeAccepted},
     ("GET", f"{_ASSET}/stats"): {200: Stats},
+    ("POST", "/v1/admin/read-models/analytics/verify"): {202: ReadModelJob},
+    ("POST", "/v1/admin/read-models/analytics/replay"): {202: ReadModelJob},
+    ("GET", "/v1/admin/read-models/jobs/{job_id}"): {200: ReadModelJob},
+    ("DELETE", "/v1/admin/read-models/jobs/{job_id}"): {200: ReadModelJob},
 }
 
 # Answers that are not JSON. The stream's type follows the object's extension

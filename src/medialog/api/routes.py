@@ -21,6 +21,7 @@ from medialog.api import (
     openapi,
     playback,
     queries,
+    read_models,
     status_token,
     streaming,
     transcode,
@@ -55,6 +56,8 @@ RANGE = (
 )
 RANGE_ERRORS = {400: ("INVALID_TIME", "INVALID_RANGE", "RANGE_TOO_LONG", "INVALID_INTERVAL")}
 NOT_FOUND = {404: ("ASSET_NOT_FOUND",)}
+READ_MODEL_BUSY = {409: ("READ_MODEL_JOB_RUNNING",), 503: ("ANALYTICS_UNAVAILABLE",)}
+READ_MODEL_JOB = {404: ("READ_MODEL_JOB_NOT_FOUND",), 503: ("ANALYTICS_UNAVAILABLE",)}
 OWNER_WRITE = {404: ("ASSET_NOT_FOUND",), 403: ("NOT_OWNER",), 409: ("INVALID_TRANSITION",)}
 
 ROUTES: tuple[Route, ...] = (
@@ -154,6 +157,19 @@ ROUTES: tuple[Route, ...] = (
           summary="Unlike", tag="engagement", idempotent=True, waits=True, errors=NOT_FOUND),
     Route(method="GET", path="/v1/assets/{asset_id}/stats", handler=engagement.get_stats,
           summary="An asset's counters", tag="engagement", auth="optional", errors=NOT_FOUND),
+    Route(method="POST", path="/v1/admin/read-models/analytics/verify",
+          handler=read_models.start_verify, summary="Start verifying the ClickHouse read model",
+          tag="operations", roles=("admin",), errors=READ_MODEL_BUSY),
+    Route(method="POST", path="/v1/admin/read-models/analytics/replay",
+          handler=read_models.start_replay, summary="Start replaying the ClickHouse read model",
+          tag="operations", roles=("admin",), body=read_models.ReplayRequest,
+          body_required=False, errors=READ_MODEL_BUSY),
+    Route(method="GET", path="/v1/admin/read-models/jobs/{job_id}", handler=read_models.get_job,
+          summary="A read-model job: progress, then its report", tag="operations",
+          roles=("admin",), errors=READ_MODEL_JOB),
+    Route(method="DELETE", path="/v1/admin/read-models/jobs/{job_id}",
+          handler=read_models.cancel_job, summary="Cancel a read-model job", tag="operations",
+          roles=("admin",), errors=READ_MODEL_JOB),
 )
 # Served by every role process, not only the api.
 EVERY_PROCESS: tuple[Route, ...] = (
