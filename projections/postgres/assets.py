@@ -37,6 +37,12 @@ _MERGE_RENDITIONS = (
 )
 
 
+# The job an ended transcode leaves: the one recorded, or (its request never seen, as when a log
+# is cut before it) the ended job itself, so that the asset still names its job.
+_JOB_ENDED = ("jsonb_set(coalesce(transcode, jsonb_build_object('job_id', {job}::text, 'rungs', "
+              "NULL, 'attempt', 0, 'done', '[]'::jsonb)), '{{state}}', '\"{state}\"')")
+
+
 def _update(p: Any) -> tuple[str, list[Any]] | None:
     """``SET`` clause and its arguments for one event (arguments start at $5; the status it
     leaves the asset in, ``domain.asset.STATUS_AFTER``, is set by the caller)."""
@@ -67,16 +73,15 @@ def _update(p: Any) -> tuple[str, list[Any]] | None:
             "renditions = " + _MERGE_RENDITIONS.format(new="$5::jsonb")
             + ", master_playlist_key = $6, thumbnail_key = $7, duration_s = $8, width = $9, "
             "height = $10, probe = $11::jsonb, failure = NULL, "
-            "transcode = jsonb_set(coalesce(transcode, '{}'::jsonb), '{state}', '\"done\"')",
+            "transcode = " + _JOB_ENDED.format(job="$12", state="done"),
             [new, p.master_playlist_key, p.thumbnail_key, p.duration_s, p.width, p.height,
-             json.dumps(p.probe)],
+             json.dumps(p.probe), p.job_id],
         )
     if isinstance(p, e.TranscodeFailed):
         failure = {"job_id": p.job_id, "reason": p.reason, "rung": p.rung, "attempts": p.attempts}
         return (
-            "failure = $5::jsonb, "
-            "transcode = jsonb_set(coalesce(transcode, '{}'::jsonb), '{state}', '\"failed\"')",
-            [json.dumps(failure)],
+            "failure = $5::jsonb, transcode = " + _JOB_ENDED.format(job="$6", state="failed"),
+            [json.dumps(failure), p.job_id],
         )
     if isinstance(p, e.MetadataUpdated):
         return (

@@ -20,10 +20,10 @@ import click
 from aiohttp import web
 
 from medialog.config import ALL_ROLES, CLICKHOUSE_ROLES, Role, Settings
+from medialog.read_model_jobs import API_URL_FILE
 from medialog.runtime.logs import setup_logging
 
 LISTEN_BACKLOG = 128  # aiohttp's default
-API_URL_FILE = "api.url"  # in the data dir while ``medialog dev`` serves: its api's base URL
 
 
 def tune_gc() -> None:

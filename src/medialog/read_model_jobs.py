@@ -19,7 +19,7 @@ from medialog.runtime.progress import Progress
 
 POLL_S = 0.5
 PREFIX = "/v1/admin/read-models"
-API_URL_FILE = "api.url"  # written by ``medialog dev`` in its data dir (``cli.API_URL_FILE``)
+API_URL_FILE = "api.url"  # in the data dir while ``medialog dev`` serves: its api's base URL
 
 
 class JobFailed(RuntimeError):
