@@ -9,11 +9,21 @@ the worst case."""
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
 import faust
 
 from medialog.config import Settings
 from medialog.kafka import COMPRESSION
 from medialog.tracking import Position
+
+log = logging.getLogger(__name__)
+
+AGENT_FAILED_EXIT = 70  # EX_SOFTWARE: an agent's body raised
+AgentBody = Callable[[faust.StreamT[bytes]], Awaitable[None]]
 
 
 def faust_app(s: Settings, group: str) -> faust.App:
@@ -48,3 +58,28 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
 def position(event: faust.EventT[bytes]) -> Position:
     msg = event.message
     return Position(msg.topic, msg.partition, msg.offset)
+
+
+def agent(app: faust.App, channel: faust.TopicT, *, name: str,
+          concurrency: int = 1) -> Callable[[AgentBody], AgentBody]:
+    """``app.agent`` with one rule: an agent whose body raises ends the process (exit
+    ``AGENT_FAILED_EXIT``) before Faust commits the record it was on. Why: Faust logs a crashed
+    agent and commits that record, which would be lost silently; ended here, the process is
+    started again by its supervisor and reads the record again (every effect is idempotent).
+    Transient failures never get here: they are retried where they happen."""
+
+    def register(body: AgentBody) -> AgentBody:
+        @functools.wraps(body)
+        async def guarded(stream: faust.StreamT[bytes]) -> None:
+            try:
+                await body(stream)
+            except Exception:
+                log.critical("agent %s failed: ending the process, whose restart reads the "
+                             "record again", name, exc_info=True)
+                logging.shutdown()
+                os._exit(AGENT_FAILED_EXIT)
+
+        app.agent(channel, name=name, concurrency=concurrency)(guarded)
+        return guarded
+
+    return register

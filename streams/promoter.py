@@ -31,7 +31,7 @@ from medialog.runtime.handle_once import handle_once
 from medialog.runtime.retry import PermanentFailure
 from medialog.storage import BlobStore
 from medialog.tracking import Position
-from streams.app import position, raw_topic
+from streams.app import agent, position, raw_topic
 from streams.worker import SendCommand, asset_commands, derived_id, system_meta
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def register(app: faust.App, deps: Deps) -> None:
     topic = raw_topic(app, s, "events.asset")
     send = asset_commands(deps.publisher)
 
-    @app.agent(topic, name="worker-promoter")
+    @agent(app, topic, name="worker-promoter")
     async def promoter(stream: faust.StreamT[bytes]) -> None:
         async for record in stream.events():
             await handle(deps, send, position(record), record.value)

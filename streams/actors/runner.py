@@ -224,11 +224,11 @@ async def _give_up(spec: ActorSpec[S], pool: asyncpg.Pool, position: Position, r
 def register_actor(app: faust.App, deps: Deps, spec: ActorSpec[S], commands_topic: str) -> None:
     """One agent per aggregate type: commands are handled one at a time per partition, so one
     aggregate key has one owner and one command in flight (docs/architecture.md)."""
-    from streams.app import position, raw_topic
+    from streams.app import agent, position, raw_topic
 
     async def actor(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await handle_or_give_up(spec, deps.pool, deps.publisher.append, position(event),
                                     event.value)
 
-    app.agent(raw_topic(app, deps.settings, commands_topic), name=f"{spec.name}-actor")(actor)
+    agent(app, raw_topic(app, deps.settings, commands_topic), name=f"{spec.name}-actor")(actor)

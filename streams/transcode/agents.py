@@ -42,7 +42,7 @@ from medialog.runtime.handle_once import advance, already_handled
 from medialog.runtime.metrics import TRANSCODE_DEAD_LETTERED, TRANSCODE_JOBS_WAITING
 from medialog.runtime.retry import retrying
 from medialog.tracking import Position
-from streams.app import position, raw_topic
+from streams.app import agent, position, raw_topic
 from streams.transcode.ffmpeg_runner import TranscodeError
 from streams.transcode.jobs import (
     DeadLetter,
@@ -255,17 +255,17 @@ def register(app: faust.App, deps: Deps) -> None:
     def topic(name: str) -> faust.TopicT:
         return raw_topic(app, s, name)
 
-    @app.agent(topic("events.asset"), name="transcode-dispatcher")
+    @agent(app, topic("events.asset"), name="transcode-dispatcher")
     async def dispatcher(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take_events(200, within=0.2):  # type: ignore[attr-defined]
             await worker.dispatch([(position(e), e.value) for e in batch])
 
-    @app.agent(topic("jobs.transcode"), name="transcoder", concurrency=s.transcode_concurrency)
+    @agent(app, topic("jobs.transcode"), name="transcoder", concurrency=s.transcode_concurrency)
     async def transcoder(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await worker.transcode(position(event), event.value)
 
-    @app.agent(topic("jobs.transcode.retry"), name="transcode-retry")
+    @agent(app, topic("jobs.transcode.retry"), name="transcode-retry")
     async def retrier(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await worker.retry(position(event), event.value)
