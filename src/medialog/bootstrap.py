@@ -133,6 +133,7 @@ async def verify_read_models(settings: Settings, which: str,
     ``which``: assets, engagement, analytics or all (one report). Raises a ``RuntimeError``
     (``VerifyError``, ``JobFailed``) when the log cannot be folded again. ``progress``: given
     the number of records to fold, the ``Progress`` it advances."""
+    from projections.clickhouse.jobs import analytics_job, tables_of
     from projections.postgres.verify import VerifyReport, verify
 
     parts: list[VerifyReport] = []
@@ -140,8 +141,8 @@ async def verify_read_models(settings: Settings, which: str,
         parts.append(await verify(settings, "all" if which == "all" else which,
                                   progress=progress))
     if which in ("analytics", "all"):
-        report = await _analytics_job(settings, "verify", False, progress)
-        parts.append(VerifyReport(_tables(report), report["records"], report["seconds"]))
+        report = await analytics_job(settings, "verify", False, progress)
+        parts.append(VerifyReport(tables_of(report), report["records"], report["seconds"]))
     merged = VerifyReport(tuple(t for p in parts for t in p.tables),
                           sum(p.records for p in parts), sum(p.seconds for p in parts))
     return merged.lines(), merged.equal
@@ -155,6 +156,7 @@ async def replay_read_models(settings: Settings, which: str, check_only: bool,
     Raises a ``RuntimeError`` (``VerifyError``, ``JobFailed``) when the log cannot be folded
     (nothing live changed in that store). ``progress``: given the number of records to fold,
     the ``Progress`` it advances."""
+    from projections.clickhouse.jobs import analytics_job, tables_of
     from projections.postgres.replay import ReplayReport, replay
 
     parts: list[ReplayReport] = []
@@ -162,8 +164,8 @@ async def replay_read_models(settings: Settings, which: str, check_only: bool,
         parts.append(await replay(settings, "all" if which == "all" else which,
                                   check_only=check_only, progress=progress))
     if which in ("analytics", "all"):
-        report = await _analytics_job(settings, "replay", check_only, progress)
-        parts.append(ReplayReport(_tables(report), report["records"], report["swapped"],
+        report = await analytics_job(settings, "replay", check_only, progress)
+        parts.append(ReplayReport(tables_of(report), report["records"], report["swapped"],
                                   tuple(report["behind"]), report["seconds"]))
     merged = ReplayReport(tuple(t for p in parts for t in p.tables),
                           sum(p.records for p in parts), not check_only,
@@ -172,56 +174,11 @@ async def replay_read_models(settings: Settings, which: str, check_only: bool,
     return merged.lines(), merged.equal
 
 
-def _tables(report: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The ``TableResult``s of a read-model job's report (``responses.ReadModelReport``)."""
-    from projections.postgres.verify import TableResult
-
-    return tuple(TableResult(t["table"], t["live_rows"], t["log_rows"], t["equal"],
-                             tuple((k["key"], k["how"]) for k in t["first_differing"]))
-                 for t in report["tables"])
-
-
-async def _analytics_job(settings: Settings, kind: str, check_only: bool,
-                         progress: Callable[[int], Progress] | None) -> dict[str, Any]:
-    """A verify or replay of the ClickHouse model: through the api of the process holding the
-    chDB store when one does (chDB allows one process per path), else here."""
-    from medialog.clickhouse import Analytics
-    from medialog.migrate import migrate_clickhouse
-    from medialog.read_model_jobs import run_job
-    from projections.clickhouse.rederive import in_use
-
-    if in_use(settings.clickhouse_dsn) is not None:
-        return await run_job(settings, kind, check_only, progress)
-    analytics = Analytics(settings.clickhouse_dsn)
-    await analytics.open()
-    try:
-        await migrate_clickhouse(analytics)
-        return await analytics_work(analytics, settings, None, kind, check_only, progress)
-    finally:
-        await analytics.close()
-
-
-async def analytics_work(analytics: Any, settings: Settings, live: Any, kind: str,
-                         check_only: bool, progress: Callable[[int], Any] | None
-                         ) -> dict[str, Any]:
-    """A verify or replay of the ClickHouse model on ``analytics`` (``live``: the projection's
-    pause hook when it runs in this process), its report as JSON."""
-    from projections.clickhouse.replay import replay
-    from projections.clickhouse.verify import report_json, verify
-
-    if kind == "verify":
-        checked = await verify(analytics, settings, progress=progress)
-        return report_json(checked.tables, checked.lines(), records=checked.records,
-                           seconds=checked.seconds)
-    replayed = await replay(analytics, settings, live, check_only=check_only, progress=progress)
-    return report_json(replayed.tables, replayed.lines(), records=replayed.records,
-                       seconds=replayed.seconds, swapped=replayed.swapped,
-                       behind=list(replayed.behind))
-
-
 def _read_model_work(app: web.Application) -> keys.ReadModelWork:
     """``keys.READ_MODEL_WORK``: a job of the api's ``read_models`` on this process's
     ClickHouse, pausing its projection if it runs here."""
+
+    from projections.clickhouse.jobs import analytics_work
 
     async def work(kind: str, check_only: bool,
                    progress: Callable[[int], keys.ReadModelMeter]) -> dict[str, Any]:
