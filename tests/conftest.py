@@ -244,9 +244,11 @@ def running_stack(prefix: str, *, stop_signal: int = signal.SIGINT,
     dev = DevStack(data_dir, **options)
     try:
         dev.start()  # cleans up its own processes when it fails
-        yield dev
-        if dev.proc is not None:
-            dev.stop(stop_signal)
+        try:
+            yield dev
+        finally:  # a failed test too: its stack must not outlive the data dir
+            if dev.proc is not None:
+                dev.stop(stop_signal)
     finally:
         if os.environ.get("MEDIALOG_KEEP_TEST_DATA") != "1":
             subprocess.run(["rm", "-rf", str(data_dir)], check=False)
