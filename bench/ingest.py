@@ -130,7 +130,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 # A load generator is one address with a few users: the rate limits stay on (their cost is part
 # of what is measured) with budgets no run can spend.
 UNREACHABLE_LIMITS = {f"MEDIALOG_RATE_LIMIT_{name}": "1000000000/minute"
-                      for name in ("UPLOADS", "VIEWS", "WRITES", "READS")}
+                      for name in ("UPLOADS", "VIEWS", "VIEW_SESSIONS", "WRITES", "READS")}
 
 
 @contextlib.contextmanager

@@ -87,7 +87,7 @@ class DevStack:
         # the suite calls from 127.0.0.1 as a few users, far faster than people: budgets it
         # never spends (tests/integration/test_rate_limits.py tests the limits in-process)
         env.update({f"MEDIALOG_RATE_LIMIT_{name}": "1000000/minute"
-                    for name in ("UPLOADS", "VIEWS", "WRITES", "READS")})
+                    for name in ("UPLOADS", "VIEWS", "VIEW_SESSIONS", "WRITES", "READS")})
         # a browser app's origin; a reverse proxy on 127.0.0.1 (integration/test_browser.py)
         env["MEDIALOG_CORS_ORIGINS"] = self.browser_origin
         env["MEDIALOG_TRUSTED_PROXIES"] = "127.0.0.1"

@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"  # per process; async+redis://host:6379 shares them
     rate_limit_uploads: str = "100/day"  # POST /v1/uploads, per caller
     rate_limit_views: str = "600/minute"  # POST /v1/assets/{id}/views, per caller
+    rate_limit_view_sessions: str = "60/minute"  # view reports per viewer, asset and session
     rate_limit_writes: str = "600/minute"  # every other POST/PUT/PATCH/DELETE, per caller
     rate_limit_reads: str = "1200/minute"  # GET/HEAD, per caller
 
@@ -123,7 +124,7 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @field_validator("rate_limit_uploads", "rate_limit_views", "rate_limit_writes",
-                     "rate_limit_reads")
+                     "rate_limit_reads", "rate_limit_view_sessions")
     @classmethod
     def _one_rate_limit(cls, value: str) -> str:
         if value.strip():

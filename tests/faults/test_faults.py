@@ -69,7 +69,8 @@ SETTLE_S = 180.0  # after the faults: retries stop, and the system must have con
 WATCH_S = 3.0  # a view of the 4 s clip (threshold: half its duration)
 OVERRIDES = {
     # the load calls from one address as a few users, far faster than people
-    **{f"rate_limit_{name}": "" for name in ("uploads", "views", "writes", "reads")},
+    **{f"rate_limit_{name}": "" for name in ("uploads", "views", "view_sessions", "writes",
+                                            "reads")},
     "postgres_timeout_s": 3.0,
     "kafka_request_timeout_ms": 8_000,
     "shutdown_timeout_s": 10.0,

@@ -5,6 +5,7 @@ a real ``redis-server``."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -24,9 +26,10 @@ from aiohttp.test_utils import TestServer
 from medialog.api import keys
 from medialog.api.app import create_app
 from medialog.api.errors import error_middleware
-from medialog.api.rate_limit import rate_limit_middleware, rate_limits_ctx
+from medialog.api.rate_limit import rate_limit_middleware, rate_limits_ctx, spend
 from medialog.config import Settings
 from medialog.embedded.stack import SIGNING_KID
+from tests.integration.test_engagement import uploaded_clip
 
 pytestmark = [
     pytest.mark.integration,
@@ -166,6 +169,55 @@ async def test_health_is_never_limited_and_an_empty_limit_is_none(http, stack):
                 assert "RateLimit-Limit" not in r.headers
 
 
+# -- a view report's session budget ------------------------------------------------------------
+
+async def folded_reports(stack: Any, asset_id: str) -> dict[tuple[bool, str], int]:
+    """(signed in, session) → reports folded, of the asset's sessions in the read model."""
+    conn = await asyncpg.connect(stack.settings().postgres_dsn.get_secret_value())
+    try:
+        rows = await conn.fetch("SELECT signed_in, session_id, reports FROM view_sessions "
+                                "WHERE asset_id = $1", asset_id)
+    finally:
+        await conn.close()
+    return {(r["signed_in"], r["session_id"]): r["reports"] for r in rows}
+
+
+async def test_a_view_session_over_its_budget_is_refused_and_writes_nothing(http, stack, clip):
+    asset = await uploaded_clip(http, stack, f"rl-owner-{uuid.uuid4().hex[:8]}", clip)
+    alice = auth(stack.token(f"rl-viewer-{uuid.uuid4().hex[:8]}", "viewer"))
+    one, two = (f"s_{uuid.uuid4().hex[:12]}" for _ in range(2))
+
+    async def view(base: str, session: str, headers: dict[str, str]
+                   ) -> tuple[int, tuple[str | None, ...], Any, str | None]:
+        async with http.post(f"{base}/v1/assets/{asset}/views", headers=headers,
+                             json={"session_id": session, "watch_seconds": 1}) as r:
+            return r.status, limit_headers(r)[:2], await r.json(), r.headers.get("Retry-After")
+
+    async with api(stack, rate_limit_views="10/minute",
+                   rate_limit_view_sessions="2/minute") as base:
+        seen = [(await view(base, one, alice))[:2] for _ in range(2)]
+        # the headers describe the budget closest to exhaustion: the session's
+        assert seen == [(202, ("2", "1")), (202, ("2", "0"))]
+        status, headers, body, retry_after = await view(base, one, alice)
+        assert (status, headers, body["error"]["code"]) == (429, ("2", "0"), "RATE_LIMITED")
+        assert retry_after is not None and 1 <= int(retry_after) <= 60
+        # another session of the same viewer, and the same session id from another viewer (an
+        # anonymous one), have budgets of their own
+        assert (await view(base, two, alice))[:2] == (202, ("2", "1"))
+        assert (await view(base, one, {}))[:2] == (202, ("2", "1"))
+    async with api(stack, rate_limit_views="3/minute", rate_limit_view_sessions="") as base:
+        # unlimited sessions: the caller's views budget alone, in the headers too
+        assert [(await view(base, one, alice))[:2] for _ in range(4)] == [
+            (202, ("3", "2")), (202, ("3", "1")), (202, ("3", "0")), (429, ("3", "0"))]
+    # Nothing of the refused reports reached the log: events.views is keyed by asset, so once
+    # the last accepted report is folded, so would be any refused one before it.
+    expected = {(True, one): 5, (True, two): 1, (False, one): 1}
+    deadline = time.monotonic() + 30
+    while (folded := await folded_reports(stack, asset)) != expected:
+        assert time.monotonic() < deadline, folded
+        await asyncio.sleep(0.2)
+
+
 # -- two api instances, one budget in Redis ------------------------------------------------------
 
 def _free_port() -> int:
@@ -209,16 +261,24 @@ async def ok(_: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def session_report(request: web.Request) -> web.Response:
+    """A handler spending the ``view_sessions`` budget of the session in its path."""
+    refused = await spend(request, "view_sessions", request.match_info["session"])
+    return refused or web.json_response({"ok": True}, status=202)
+
+
 @contextlib.asynccontextmanager
 async def instance(redis: str) -> AsyncIterator[str]:
     """One api instance's rate limiting (its own settings object, its own limiter) in front of
-    a trivial route; its base URL."""
-    settings = Settings.from_env(rate_limit_storage=redis, rate_limit_reads="3/minute")
+    trivial routes; its base URL."""
+    settings = Settings.from_env(rate_limit_storage=redis, rate_limit_reads="3/minute",
+                                 rate_limit_view_sessions="2/minute")
     app = web.Application(middlewares=[error_middleware, rate_limit_middleware])
     app[keys.SETTINGS] = settings
     app[keys.ROUTES] = ()
     app.cleanup_ctx.append(rate_limits_ctx)
     app.router.add_get("/v1/things", ok)
+    app.router.add_post("/v1/sessions/{session}", session_report)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -234,6 +294,14 @@ async def test_two_instances_share_one_budget_through_redis(http, redis_url):
             async with http.get(f"{base}/v1/things") as r:
                 seen.append((r.status, r.headers.get("RateLimit-Remaining")))
         assert seen == [(200, "2"), (200, "1"), (200, "0"), (429, "0"), (429, "0")]
+        session = f"s-{uuid.uuid4().hex}"  # a handler's budget: shared the same way
+        seen = []
+        for base in (a, b, a):
+            async with http.post(f"{base}/v1/sessions/{session}") as r:
+                seen.append((r.status, r.headers.get("RateLimit-Remaining")))
+        assert seen == [(202, "1"), (202, "0"), (429, "0")]
+        async with http.post(f"{b}/v1/sessions/{session}-other") as r:
+            assert (r.status, r.headers.get("RateLimit-Limit")) == (202, "2")
 
 
 async def test_an_unreachable_storage_lets_requests_pass(http):

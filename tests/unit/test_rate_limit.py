@@ -67,12 +67,15 @@ def test_memory_counters_drop_expired_keys_in_a_sweep(monkeypatch: pytest.Monkey
 @pytest.mark.parametrize("value", ["100/day", "600/minute", "10 per 2 hours", "", "  "])
 def test_rate_limit_settings_take_one_limit_or_nothing(value: str) -> None:
     assert Settings(rate_limit_uploads=value).rate_limit_uploads == value.strip()
+    assert Settings(rate_limit_view_sessions=value).rate_limit_view_sessions == value.strip()
 
 
 @pytest.mark.parametrize("value", ["100", "many/day", "10/second;600/minute", "1/day,2/week"])
 def test_rate_limit_settings_refuse_anything_else(value: str) -> None:
     with pytest.raises(ValidationError):
         Settings(rate_limit_reads=value)
+    with pytest.raises(ValidationError):
+        Settings(rate_limit_view_sessions=value)
 
 
 @pytest.mark.parametrize("value", ["redis://127.0.0.1:6379", "memory", ""])
@@ -90,6 +93,14 @@ async def _ok(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def _session(request: web.Request) -> web.Response:
+    refused = await rl.spend(request, "view_sessions", request.match_info["session"])
+    if refused is not None:
+        return refused
+    request.app[CALLS].append(request.path)
+    return web.json_response({"ok": True}, status=202)
+
+
 @contextlib.asynccontextmanager
 async def serve(**limits: str) -> AsyncIterator[tuple[str, list[str]]]:
     app = web.Application(middlewares=[error_middleware, rl.rate_limit_middleware])
@@ -100,6 +111,7 @@ async def serve(**limits: str) -> AsyncIterator[tuple[str, list[str]]]:
     app.router.add_get("/things", _ok)
     app.router.add_post("/v1/uploads", _ok)
     app.router.add_get("/health", _ok)
+    app.router.add_post("/sessions/{session}", _session)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -141,3 +153,36 @@ async def test_unlimited_classes_skip_the_limiter() -> None:
             async with http.get(f"{base}/things") as r:
                 assert r.status == 200
                 assert "RateLimit-Limit" not in r.headers
+
+
+async def test_a_handlers_budget_refuses_before_the_handler_writes() -> None:
+    async with serve(rate_limit_writes="3/minute", rate_limit_view_sessions="2/minute") as (
+            base, calls), ClientSession() as http:
+        seen = []
+        for session in ("a", "a", "a", "b"):
+            async with http.post(f"{base}/sessions/{session}") as r:
+                seen.append((r.status, r.headers.get("RateLimit-Limit"),
+                             r.headers.get("RateLimit-Remaining"), "Retry-After" in r.headers))
+                body = await r.json()
+        # the headers are those of the budget closest to exhaustion; a 429, of the one exceeded
+        assert seen == [(202, "2", "1", False), (202, "2", "0", False), (429, "2", "0", True),
+                        (429, "3", "0", True)]
+        assert body["error"]["code"] == "RATE_LIMITED"
+        assert calls == ["/sessions/a", "/sessions/a"]
+
+
+@pytest.mark.parametrize(("sessions", "expected"), [
+    ("5/minute", [("2", "1"), ("2", "0")]),  # the route class's budget is the closer one
+    ("", [("2", "1"), ("2", "0")]),  # sessions unlimited
+    ("1/minute", [("1", "0"), ("1", "0")]),  # the second: 429 of the session's budget
+])
+async def test_the_headers_follow_the_budget_closest_to_exhaustion(
+        sessions: str, expected: list[tuple[str, str]]) -> None:
+    async with serve(rate_limit_writes="2/minute", rate_limit_view_sessions=sessions) as (
+            base, _), ClientSession() as http:
+        seen = []
+        for _ in expected:
+            async with http.post(f"{base}/sessions/s") as r:
+                seen.append((r.headers.get("RateLimit-Limit"),
+                             r.headers.get("RateLimit-Remaining")))
+        assert seen == expected

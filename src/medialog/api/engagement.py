@@ -2,9 +2,11 @@
 
 * ``POST /v1/assets/{id}/views`` — signed in or anonymous. A valid report for an asset the
   caller may watch is appended as ``ViewReported`` to ``events.views`` (key = asset id) and
-  answered ``202`` only once the broker acknowledged it (acks=all). Whether it makes a view
-  count is decided later by the projection (``medialog.domain.views``). Reports share the api's
-  one producer, so concurrent requests share its batches (linger).
+  answered ``202`` only once the broker acknowledged it (acks=all). Besides its caller's
+  ``views`` budget, each report spends one of its session's (``view_sessions``: per viewer,
+  asset and session; ``medialog.api.rate_limit``), before anything is written. Whether it
+  makes a view count is decided later by the projection (``medialog.domain.views``). Reports
+  share the api's one producer, so concurrent requests share its batches (linger).
 * ``PUT`` / ``DELETE /v1/assets/{id}/like`` — signed in, any role: a ``Like``/``Unlike``
   command to the engagement actor. The answer waits for the outcome to be projected
   (``LIKE_WAIT_S``, or ``Prefer: wait=N``) and is ``200 {liked, like_count, …}``; if it is not
@@ -43,6 +45,7 @@ from medialog.api.auth.principal import Principal
 from medialog.api.client_address import client_address
 from medialog.api.commands import append_event, outcome, send_command
 from medialog.api.engagement_queries import AssetLookup, fetch_stats
+from medialog.api.rate_limit import spend
 from medialog.api.requests import (
     command_id,
     command_meta,
@@ -119,6 +122,10 @@ async def report_view(request: web.Request) -> web.Response:
         country=spec.country,
         referrer=spec.referrer,
     )
+    refused = await spend(request, "view_sessions",
+                          f"{payload.viewer_key}/{asset.asset_id}/{spec.session_id}")
+    if refused is not None:
+        return refused
     report_id = idempotent_id(request, payload.viewer_key,
                               f"view\0{asset.asset_id}\0{spec.session_id}")
     event = await append_event(request, "events.views", payload, subject=asset.asset_id, who=who,

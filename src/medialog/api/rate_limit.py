@@ -9,10 +9,14 @@ of its caller's budget for its route class, before its handler runs.
   /v1/assets/{asset_id}/views``), ``reads`` (``GET``/``HEAD``), ``writes`` (any other method).
   Each has its own limit (``Settings.rate_limit_<class>``, the ``limits`` notation, e.g.
   ``100/day``; empty: unlimited) and its own budget per caller.
-* Over the limit: 429 ``RATE_LIMITED`` (the one error shape) with ``Retry-After``, and the
-  handler does not run, so nothing is written. Every limited answer a handler returns unsent
-  (all but streamed ones) carries ``RateLimit-Limit``, ``RateLimit-Remaining`` and
-  ``RateLimit-Reset`` (seconds until the window resets), as does the 429.
+* A handler may spend a budget of its own keyed by what it alone knows (``spend``): a view
+  report, once its body is read, spends ``view_sessions`` (``Settings.rate_limit_view_sessions``)
+  keyed by viewer, asset and session, so one player session cannot flood its viewer's budget.
+* Over a limit: 429 ``RATE_LIMITED`` (the one error shape) with ``Retry-After``, before the
+  handler runs (or, for ``spend``, before it writes anything), so nothing is written. Every
+  limited answer a handler returns unsent (all but streamed ones) carries ``RateLimit-Limit``,
+  ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the window resets) of the
+  budget closest to exhaustion it spent from, as does the 429 of the budget it exceeded.
 * The strategy is the fixed window (``limits``' ``FixedWindowRateLimiter``): one counter per
   caller, class and window, O(1) memory per caller, an atomic ``INCR`` on Redis; a moving
   window keeps a timestamp per request (600 per anonymous address at the default views limit)
@@ -33,7 +37,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
@@ -42,7 +46,7 @@ from limits.aio.storage import RedisStorage, Storage
 from limits.aio.storage.redis.coredis import CoredisBridge
 from limits.errors import StorageError
 from limits.storage import storage_from_string
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from medialog.api import keys
 from medialog.api.client_address import client_address
@@ -54,6 +58,7 @@ from medialog.runtime.metrics import RATE_LIMIT_REJECTIONS
 log = logging.getLogger(__name__)
 
 RouteClass = Literal["uploads", "views", "writes", "reads"]
+LimitName = RouteClass | Literal["view_sessions"]
 MEMORY: Final = "memory://"
 _READS: Final = frozenset({"GET", "HEAD"})
 _STORAGE_WARNING_EVERY_S: Final = 60.0
@@ -85,7 +90,9 @@ class MemoryCounters:
     each call is atomic."""
 
     def __init__(self, sweep_s: float = 10.0) -> None:
-        self._counters: dict[str, list[float]] = {}  # key → [count, window end (wall clock)]
+        # key → (count, window end (wall clock)): tuples of numbers, which the collector stops
+        # tracking, where a list per counter (one per view session) would stay on its books
+        self._counters: dict[str, tuple[int, float]] = {}
         self._sweep_s = sweep_s
         self._next_sweep = time.time() + sweep_s
 
@@ -96,9 +103,10 @@ class MemoryCounters:
             self._next_sweep = now + self._sweep_s
         counter = self._counters.get(key)
         if counter is None or counter[1] <= now:
-            counter = self._counters[key] = [0, now + window_s]
-        counter[0] += 1
-        return int(counter[0]), counter[1]
+            counter = self._counters[key] = (1, now + window_s)
+        else:
+            counter = self._counters[key] = (counter[0] + 1, counter[1])
+        return counter
 
 
 def storage_of(uri: str) -> Storage:
@@ -112,33 +120,45 @@ def storage_of(uri: str) -> Storage:
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """A route class's limit, with what each hit needs of it."""
+    """A route class's limit (or a handler's, ``view_sessions``), with what each hit needs of
+    it."""
 
-    route_class: RouteClass
+    name: LimitName
     item: RateLimitItem
     key_prefix: str  # a caller's counter is key_prefix + caller
     window_s: int
     amount_header: str  # RateLimit-Limit
 
     @classmethod
-    def of(cls, route_class: RouteClass, value: str) -> Limit:
+    def of(cls, name: LimitName, value: str) -> Limit:
         item = parse(value)
-        return cls(route_class, item, item.key_for(route_class) + "/", item.get_expiry(),
-                   str(item.amount))
+        return cls(name, item, item.key_for(name) + "/", item.get_expiry(), str(item.amount))
+
+
+class Spent(NamedTuple):
+    """One hit's outcome: whether it was within ``limit``, what is left of it and the seconds
+    until its window resets. A tuple: made on every request, cheaper than a dataclass."""
+
+    limit: Limit
+    allowed: bool
+    remaining: int
+    reset_s: int
 
 
 class RateLimits:
-    """The limit of each route class and the counters they are spent from."""
+    """The limit of each route class (and of ``view_sessions``) and the counters they are spent
+    from."""
 
     def __init__(self, settings: Settings) -> None:
         uri = settings.rate_limit_storage
         self.memory = MemoryCounters() if uri == MEMORY else None
         self.storage = None if self.memory is not None else storage_of(uri)
-        configured: dict[RouteClass, str] = {
+        configured: dict[LimitName, str] = {
             "uploads": settings.rate_limit_uploads,
             "views": settings.rate_limit_views,
             "writes": settings.rate_limit_writes,
             "reads": settings.rate_limit_reads,
+            "view_sessions": settings.rate_limit_view_sessions,
         }
         self.limits = {name: Limit.of(name, value) for name, value in configured.items() if value}
         self._routes: dict[AbstractRoute, Limit | None] = {}
@@ -161,19 +181,27 @@ class RateLimits:
         name = route_class(request.method, request.path, self._unlimited)  # 404 or 405
         return self.limits.get(name) if name else None
 
-    async def hit(self, limit: Limit, caller: str) -> tuple[bool, int, float] | None:
-        """Spend one unit of ``caller``'s budget for ``limit``: whether it was left, what is left
-        and when the window resets (wall clock); None when the storage failed."""
-        key = limit.key_prefix + caller
-        if self.memory is not None:
-            count, reset_at = self.memory.hit(key, limit.window_s, time.time())
-        else:
-            shared = await self._shared_hit(key, limit.window_s)
-            if shared is None:
-                return None
-            count, reset_at = shared
+    def hit_memory(self, limit: Limit, caller: str) -> Spent:
+        """``hit`` on ``memory://``, without a coroutine: the hot path's way."""
+        assert self.memory is not None
+        now = time.time()
+        count, reset_at = self.memory.hit(limit.key_prefix + caller, limit.window_s, now)
         amount = limit.item.amount
-        return count <= amount, max(0, amount - count), reset_at
+        return Spent(limit, count <= amount, max(0, amount - count),
+                     max(0, math.ceil(reset_at - now)))
+
+    async def hit(self, limit: Limit, caller: str) -> Spent | None:
+        """Spend one unit of ``caller``'s budget for ``limit``; None when the storage failed."""
+        if self.memory is not None:
+            return self.hit_memory(limit, caller)
+        now = time.time()
+        shared = await self._shared_hit(limit.key_prefix + caller, limit.window_s)
+        if shared is None:
+            return None
+        count, reset_at = shared
+        amount = limit.item.amount
+        return Spent(limit, count <= amount, max(0, amount - count),
+                     max(0, math.ceil(reset_at - now)))
 
     async def _shared_hit(self, key: str, window_s: int) -> tuple[int, float] | None:
         assert self.storage is not None
@@ -208,10 +236,45 @@ async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
     await limits.close()
 
 
-def _headers(headers: CIMultiDict[str], limit: Limit, remaining: int, reset_s: int) -> None:
-    headers["RateLimit-Limit"] = limit.amount_header
-    headers["RateLimit-Remaining"] = str(remaining)
-    headers["RateLimit-Reset"] = str(reset_s)
+_SPENT: Final = web.RequestKey("rate_limit_spent", Spent)  # the budget closest to exhaustion
+# Header names as istr: multidict then skips case-folding them on every request.
+_LIMIT, _REMAINING, _RESET = (istr("RateLimit-Limit"), istr("RateLimit-Remaining"),
+                              istr("RateLimit-Reset"))
+
+
+def _headers(headers: CIMultiDict[str], spent: Spent) -> None:
+    headers[_LIMIT] = spent.limit.amount_header
+    headers[_REMAINING] = str(spent.remaining)
+    headers[_RESET] = str(spent.reset_s)
+
+
+def _refusal(spent: Spent) -> web.Response:
+    retry_s = max(1, spent.reset_s)
+    RATE_LIMIT_REJECTIONS.labels(route_class=spent.limit.name).inc()
+    refused = error_response(
+        429, "RATE_LIMITED",
+        f"too many {spent.limit.name} requests (at most {spent.limit.item}); retry in {retry_s} s")
+    refused.headers["Retry-After"] = str(retry_s)
+    _headers(refused.headers, spent)
+    return refused
+
+
+async def spend(request: web.Request, name: LimitName, key: str) -> web.Response | None:
+    """Spend one unit of the budget ``name`` keyed by ``key`` (what identifies the spender: the
+    handler builds it) for ``request``: the 429 to answer when it is spent, else None (also when
+    ``name`` is unlimited or the storage failed). Call it before writing anything."""
+    limits = request.app.get(RATE_LIMITS)
+    limit = None if limits is None else limits.limits.get(name)
+    if limit is None or limits is None:
+        return None
+    spent = (limits.hit_memory(limit, key) if limits.memory is not None
+             else await limits.hit(limit, key))
+    if spent is None:
+        return None
+    current = request.get(_SPENT)  # the middleware's, when the route's class is limited
+    if current is None or not spent.allowed or spent.remaining < current.remaining:
+        request[_SPENT] = spent
+    return None if spent.allowed else _refusal(spent)
 
 
 @web.middleware
@@ -220,25 +283,19 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     spent (see the module docstring)."""
     limits = request.app.get(RATE_LIMITS)
     limit = None if limits is None else limits.limit_of(request)
-    if limit is None or limits is None:
-        return await handler(request)
-    who = await verified_principal(request)
-    caller = f"addr:{client_address(request)}" if who is None else f"user:{who.user_id}"
-    outcome = await limits.hit(limit, caller)
-    if outcome is None:
-        return await handler(request)
-    allowed, remaining, reset_at = outcome
-    name, item = limit.route_class, limit.item
-    reset_s = max(0, math.ceil(reset_at - time.time()))
-    if not allowed:
-        RATE_LIMIT_REJECTIONS.labels(route_class=name).inc()
-        refused = error_response(
-            429, "RATE_LIMITED",
-            f"too many {name} requests (at most {item}); retry in {max(1, reset_s)} s")
-        refused.headers["Retry-After"] = str(max(1, reset_s))
-        _headers(refused.headers, limit, remaining, reset_s)
-        return refused
+    spent = None
+    if limit is not None and limits is not None:
+        who = await verified_principal(request)
+        caller = f"addr:{client_address(request)}" if who is None else f"user:{who.user_id}"
+        spent = (limits.hit_memory(limit, caller) if limits.memory is not None
+                 else await limits.hit(limit, caller))
+        if spent is not None:
+            if not spent.allowed:
+                return _refusal(spent)
+            request[_SPENT] = spent
     response = await handler(request)
-    if not response.prepared:
-        _headers(response.headers, limit, remaining, reset_s)
+    # a handler's ``spend`` may have replaced it (then it is there even if the class is not)
+    spent = request[_SPENT] if spent is not None else request.get(_SPENT)
+    if spent is not None and not response.prepared:
+        _headers(response.headers, spent)
     return response

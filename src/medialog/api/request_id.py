@@ -6,7 +6,7 @@ characters as an ``Idempotency-Key``), else a new UUID. It is echoed in the resp
 from __future__ import annotations
 
 import re
-import uuid
+from random import getrandbits
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -16,6 +16,16 @@ from medialog.runtime.logs import REQUEST_ID
 HEADER = "X-Request-Id"
 KEY: web.RequestKey[str] = web.RequestKey("request_id")
 _SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_V4_KEEP = ((1 << 128) - 1) ^ (0xF000 << 64) ^ (0xC000 << 48)  # all but version and variant
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID, from the process's pseudo-random generator: an id is a label,
+    not a secret, and ``uuid.uuid4`` (a system call and a UUID object) costs three times as
+    much on every request without one."""
+    h = f"{getrandbits(128) & _V4_KEEP | _V4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def request_id_of(request: web.Request) -> str:
@@ -26,7 +36,7 @@ def request_id_of(request: web.Request) -> str:
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     asked = request.headers.get(HEADER, "")
-    rid = asked if _SANE.match(asked) else str(uuid.uuid4())
+    rid = asked if _SANE.match(asked) else new_request_id()
     request[KEY] = rid
     token = REQUEST_ID.set(rid)
     try:

@@ -13,15 +13,19 @@ from __future__ import annotations
 from typing import Final
 
 from aiohttp import web
+from multidict import istr
 
 CSP: Final = "default-src 'none'; frame-ancestors 'none'"
 DOCS: Final = "/docs"
+# Header names as istr: multidict then skips case-folding them on every answer.
+_NOSNIFF, _REFERRER, _CSP = (istr("X-Content-Type-Options"), istr("Referrer-Policy"),
+                             istr("Content-Security-Policy"))
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault(_NOSNIFF, "nosniff")
+    headers.setdefault(_REFERRER, "no-referrer")
     path = request.path
     if not (path == DOCS or path.startswith("/docs/")):
-        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault(_CSP, CSP)

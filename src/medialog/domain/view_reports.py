@@ -51,18 +51,6 @@ def anonymous_viewer_key(salt: bytes, client_address: str) -> str:
     return "anon:" + digest.hexdigest()
 
 
-@dataclass(frozen=True, kw_only=True)
-class ViewReportSpec:
-    """A validated playback report body."""
-
-    session_id: str
-    watch_seconds: float
-    position: float | None = None
-    device: str | None = None
-    country: str | None = None
-    referrer: str | None = None
-
-
 def max_watch_seconds(duration_s: float | None) -> float:
     if duration_s is None or duration_s <= 0:
         return UNKNOWN_DURATION_MAX_S
@@ -70,11 +58,16 @@ def max_watch_seconds(duration_s: float | None) -> float:
 
 
 def _printable(limit: int) -> Any:
-    """NFC, stripped, 1…``limit`` characters and nothing unprintable."""
+    """NFC, stripped, 1…``limit`` characters and nothing unprintable (no category C)."""
 
     def check(value: str) -> str:
-        text = unicodedata.normalize("NFC", value).strip()
-        if not 1 <= len(text) <= limit or any(unicodedata.category(ch)[0] == "C" for ch in text):
+        if value.isascii() and value.isprintable():  # the usual case, decided in C
+            text = value.strip()
+        else:
+            text = unicodedata.normalize("NFC", value).strip()
+            if any(unicodedata.category(ch)[0] == "C" for ch in text):
+                raise ValueError(f"1–{limit} printable characters")
+        if not 1 <= len(text) <= limit:
             raise ValueError(f"1–{limit} printable characters")
         return text
 
@@ -103,8 +96,9 @@ class ViewReport(Body):
     referrer: Annotated[str, Field(min_length=1), _printable(REFERRER_MAX)] | None = None
 
 
-def validate_view_report(body: Any, *, duration_s: float | None) -> ViewReportSpec:
-    """Check ``{session_id, watch_seconds, position?, device?, country?, referrer?}``.
+def validate_view_report(body: Any, *, duration_s: float | None) -> ViewReport:
+    """Check ``{session_id, watch_seconds, position?, device?, country?, referrer?}``: the
+    report, cleaned (the model is frozen; no copy into a dataclass: this is the ingest path).
 
     Raises ``ValidationError(code="INVALID_VIEW_REPORT")`` listing every problem in ``details``
     (``{"field", "error", …}``). Optional fields may be absent or null; unknown fields are refused.
@@ -122,6 +116,4 @@ def validate_view_report(body: Any, *, duration_s: float | None) -> ViewReportSp
     if problems:
         raise ValidationError("invalid view report", code="INVALID_VIEW_REPORT",
                               details=problems)
-    return ViewReportSpec(session_id=report.session_id, watch_seconds=report.watch_seconds,
-                          position=report.position, device=report.device,
-                          country=report.country, referrer=report.referrer)
+    return report

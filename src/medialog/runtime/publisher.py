@@ -30,7 +30,9 @@ class Publisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer: AIOKafkaProducer = new_producer(settings)
-        self._latency: dict[str, LoopObserver] = {}  # topic → its PRODUCE_SECONDS child
+        # topic → its name on the broker and its PRODUCE_SECONDS child (once per topic)
+        self._topics: dict[str, tuple[str, LoopObserver]] = {}
+        self._timeout_s = settings.kafka_request_timeout_ms / 1000
         # Waits in deadline order (one timeout for all): (deadline, acknowledgement).
         self._waits: deque[tuple[float, asyncio.Future[object]]] = deque()
         self._watchdog: asyncio.Task[None] | None = None
@@ -69,8 +71,13 @@ class Publisher:
         it may still be written, once; a retry with the same ids is harmless). Each successful
         call's time goes to ``PRODUCE_SECONDS``."""
         start = perf_counter()
-        timeout = self.settings.kafka_request_timeout_ms / 1000
-        name, raw_key, hdrs = self.settings.topic(topic), key.encode(), list(headers)
+        timeout = self._timeout_s
+        known = self._topics.get(topic)
+        if known is None:
+            known = self._topics[topic] = (self.settings.topic(topic),
+                                           PRODUCE_SECONDS.labels(topic))
+        name, latency = known
+        raw_key, hdrs = key.encode(), list(headers)
         sent = [await self.producer.send(name, value, key=raw_key, headers=hdrs)
                 for value in values]
         loop = asyncio.get_running_loop()
@@ -93,9 +100,6 @@ class Publisher:
                                         f"acknowledged in {timeout:g}s") from None
         for ack in sent:
             ack.result()
-        latency = self._latency.get(topic)
-        if latency is None:
-            latency = self._latency[topic] = PRODUCE_SECONDS.labels(topic)
         latency.observe(perf_counter() - start)
 
     async def send_command(self, topic: str, aggregate_id: str, command: AssetCommand,
