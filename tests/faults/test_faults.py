@@ -86,23 +86,26 @@ def media(tmp_path: Path) -> bytes:
 
 
 @pytest.mark.timeout(900)
-async def test_crashes_lose_nothing_and_count_nothing_twice(media: bytes) -> None:
+async def test_crashes_lose_nothing_and_count_nothing_twice(
+        media: bytes, capsys: pytest.CaptureFixture[str]) -> None:
     seed = int(os.environ.get("MEDIALOG_FAULTS_SEED") or secrets.randbelow(2**32))
-    print(f"fault suite: seed {seed} (MEDIALOG_FAULTS_SEED={seed} replays it), "
-          f"{BROKERS} Kafka node(s)")
+    with capsys.disabled():  # on the terminal even when it passes
+        print(f"\nfault suite: seed {seed} (MEDIALOG_FAULTS_SEED={seed} replays it), "
+              f"{BROKERS} Kafka node(s)")
     data_dir = Path(tempfile.mkdtemp(prefix="medialog-faults-"))
     data_dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root
     system = FaultStack(data_dir, brokers=BROKERS, overrides=OVERRIDES)
     try:
         await system.start()
-        await _run(system, seed, media)
+        await _run(system, seed, media, capsys)
     finally:
         await system.stop()
         if os.environ.get("MEDIALOG_KEEP_TEST_DATA") != "1":
             subprocess.run(["rm", "-rf", str(data_dir)], check=False)
 
 
-async def _run(system: FaultStack, seed: int, media: bytes) -> None:
+async def _run(system: FaultStack, seed: int, media: bytes,
+               capsys: pytest.CaptureFixture[str]) -> None:
     ledger, views = Ledger(), Views()
     liked: dict[tuple[str, str], bool | None] = {}
     kills: collections.Counter[str] = collections.Counter()
@@ -170,11 +173,11 @@ async def _run(system: FaultStack, seed: int, media: bytes) -> None:
     await system.stop_process("api")  # ClickHouse (chDB) is then free for this test to read
     found += await checks.clickhouse(system, assets, views, log_ids)
     code, out = await system.run("verify", "all")
-    print(
-        f"fault suite: kills {', '.join(f'{t} {kills[t]}' for t in TARGETS)}; requests sent "
-        f"{ledger.sent}, accepted {ledger.accepted}, refused {ledger.refused}; events lost "
-        f"{found.count('lost')}; double counts {found.count('double')}; refused but counted "
-        f"{found.count('ghost')} (seed {seed})")
+    with capsys.disabled():
+        print(f"fault suite: kills {', '.join(f'{t} {kills[t]}' for t in TARGETS)}; requests "
+              f"sent {ledger.sent}, accepted {ledger.accepted}, refused {ledger.refused}; "
+              f"events lost {found.count('lost')}; double counts {found.count('double')}; "
+              f"refused but counted {found.count('ghost')} (seed {seed})")
     assert not found, f"{found}; {summary}"
     assert code == 0, f"medialog verify all exited {code}:\n{out}"
 
