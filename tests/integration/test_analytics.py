@@ -21,6 +21,7 @@ from medialog.domain.events import (
 )
 from medialog.envelope import encode_event, make_event
 from medialog.kafka import new_producer
+from tests.integration.test_engagement import uploaded_clip
 
 pytestmark = pytest.mark.integration
 SUMMED = ("views", "reports", "below_threshold", "already_counted", "sessions", "watch_seconds")
@@ -450,3 +451,17 @@ async def test_overview_counts_uploads_playback_urls_and_users(http, stack):
                                     "average_file_size_bytes"}
     assert [b["bucket"] for b in body["duration_distribution"]] == [
         "<30s", "30s-2m", "2m-10m", "10m-30m", "30m-60m", ">=60m"]
+
+
+async def test_a_creators_completed_uploads_are_counted(http, stack, clip):
+    """An upload_completed names no owner: the creator report finds it through the asset."""
+    owner = uid("creator")
+    await uploaded_clip(http, stack, owner, clip)
+
+    async def read() -> Any:
+        status, body = await get(http, stack, f"/v1/analytics/creators/{owner}",
+                                 stack.token(*ADMIN))
+        assert status == 200, body
+        return body["totals"]
+    totals = await eventually(read, lambda t: t["uploads_completed"] >= 1)
+    assert (totals["uploads"], totals["uploads_completed"]) == (1, 1), totals

@@ -172,12 +172,19 @@ async def asset_report(ch: Analytics, asset_id: str, rng: TimeRange) -> Row:
     return {"asset_id": asset_id, **await _report(ch, parts, params, rng)}
 
 
+# An asset's events after its upload request do not name its owner (an upload_completed has
+# none): they are the creator's through the asset's request.
+_OF_CREATOR = ("subject IN (SELECT subject FROM events WHERE type = "
+               "'medialog.asset.upload_requested' AND JSONExtractString(data, 'owner_id') = "
+               "{id:String})")
+
+
 async def creator_report(ch: Analytics, creator_id: str, rng: TimeRange) -> Row:
     where = "owner_id = {id:String}"
     owned = "JSONExtractString(data, 'owner_id') = {id:String}"
     parts = _view_parts(where)
     parts.append(Part(_LIKES, ("likes", "unlikes"), owned))
-    parts.append(Part(_UPLOADS, ("uploads", "uploads_completed"), owned))
+    parts.append(Part(_UPLOADS, ("uploads", "uploads_completed"), _OF_CREATOR))
     params = {"id": creator_id, "ratio": COMPLETION_RATIO}
     report = await _report(ch, parts, params, rng)
     top = await ch.query(
