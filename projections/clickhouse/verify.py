@@ -56,7 +56,13 @@ from medialog.kafka import partitions_of
 from medialog.tracking import Position
 from projections.clickhouse.projection import BATCH_SIZE, NAME, TOPICS, ClickHouseProjection
 from projections.clickhouse.rederive import rule_json
-from projections.postgres.verify import FIRST_KEYS, TableResult, VerifyError, VerifyReport
+from projections.postgres.verify import (
+    FIRST_KEYS,
+    TableResult,
+    VerifyError,
+    VerifyReport,
+    batches_up_to,
+)
 
 log = logging.getLogger(__name__)
 COPIED = ("events", "views", "projection_positions", "view_rule")  # a shadow's tables
@@ -201,31 +207,14 @@ async def fold(analytics: Analytics, shadow: Shadow, projection: ClickHouseProje
     offset in ``upto`` into the shadow, in batches of the live projection's size, each one call
     on the ``Analytics`` thread (the api's queries get it between two); then store the
     positions. The records read."""
-    todo = {tp: o for tp, o in upto.items() if o > (since or {}).get(tp, 0)}
-    if not todo:
-        return 0
-    consumer.assign(list(todo))
-    for tp in todo:
-        consumer.seek(tp, (since or {}).get(tp, 0))
     total = 0
-    quiet_since = time.monotonic()
-    while todo:
-        fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=BATCH_SIZE)
-        batch = [(Position(m.topic, m.partition, m.offset), m.value or b"")
-                 for tp, msgs in fetched.items() for m in msgs if m.offset < todo.get(tp, 0)]
-        for tp, msgs in fetched.items():
-            if tp in todo and msgs and msgs[-1].offset + 1 >= todo[tp]:
-                del todo[tp]
-                consumer.pause(tp)
-        if batch:
-            await analytics.run(partial(_apply, projection, shadow.client, batch))
-            total += len(batch)
-            if meter is not None:
-                meter.advance(len(batch))
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= stall_s:
-            raise VerifyError(f"the log delivered nothing for {stall_s:.0f}s before "
-                              f"{ {f'{tp.topic}/{tp.partition}': o for tp, o in todo.items()} }")
+    async for batch in batches_up_to(consumer, upto, BATCH_SIZE, stall_s, since):
+        await analytics.run(partial(_apply, projection, shadow.client, batch))
+        total += len(batch)
+        if meter is not None:
+            meter.advance(len(batch))
+    if not total:
+        return 0
     await analytics.run(lambda _: projection.flush(shadow.client))
     return total
 

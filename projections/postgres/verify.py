@@ -363,22 +363,22 @@ async def targets(settings: Settings, consumer: AIOKafkaConsumer, fold: Fold,
     return wanted
 
 
-async def fold_partitions(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, fold: Fold,
-                          apply: Apply, upto: dict[TopicPartition, int],
-                          shown: Progress | None, stall_s: float,
-                          since: Mapping[TopicPartition, int] | None = None) -> int:
-    """Read each partition of ``upto`` from its offset in ``since`` (default 0) up to its offset
-    in ``upto`` and apply the records; the records read."""
-    if not upto:
-        return 0
-    consumer.assign(list(upto))
-    for tp in upto:
+async def batches_up_to(consumer: AIOKafkaConsumer, upto: Mapping[TopicPartition, int],
+                        batch_max: int, stall_s: float,
+                        since: Mapping[TopicPartition, int] | None = None,
+                        ) -> AsyncIterator[list[tuple[Position, bytes]]]:
+    """The records of each partition of ``upto`` from its offset in ``since`` (default 0) up to
+    its offset in ``upto``, in batches of at most ``batch_max``. Raises ``VerifyError`` when the
+    log delivers nothing for ``stall_s``."""
+    todo = {tp: o for tp, o in upto.items() if o > (since or {}).get(tp, 0)}
+    if not todo:
+        return
+    consumer.assign(list(todo))
+    for tp in todo:
         consumer.seek(tp, (since or {}).get(tp, 0))
-    todo = dict(upto)
-    total = 0
     quiet_since = time.monotonic()
     while todo:
-        fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=fold.batch_max)
+        fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=batch_max)
         batch = [(Position(m.topic, m.partition, m.offset), m.value or b"")
                  for tp, msgs in fetched.items() for m in msgs if m.offset < todo.get(tp, 0)]
         for tp, msgs in fetched.items():
@@ -386,14 +386,25 @@ async def fold_partitions(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, fold: 
                 del todo[tp]
                 consumer.pause(tp)
         if batch:
-            await apply_or_skip(pool, fold.consumer, apply, batch)
-            total += len(batch)
-            if shown is not None:
-                shown.advance(len(batch))
+            yield batch
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= stall_s:
             raise VerifyError(f"the log delivered nothing for {stall_s:.0f}s before "
                               f"{ {f'{tp.topic}/{tp.partition}': o for tp, o in todo.items()} }")
+
+
+async def fold_partitions(consumer: AIOKafkaConsumer, pool: asyncpg.Pool, fold: Fold,
+                          apply: Apply, upto: dict[TopicPartition, int],
+                          shown: Progress | None, stall_s: float,
+                          since: Mapping[TopicPartition, int] | None = None) -> int:
+    """Read each partition of ``upto`` from its offset in ``since`` (default 0) up to its offset
+    in ``upto`` and apply the records; the records read."""
+    total = 0
+    async for batch in batches_up_to(consumer, upto, fold.batch_max, stall_s, since):
+        await apply_or_skip(pool, fold.consumer, apply, batch)
+        total += len(batch)
+        if shown is not None:
+            shown.advance(len(batch))
     return total
 
 

@@ -26,9 +26,8 @@ from tests.integration.test_engagement import (
     eventually,
     pg,
     ready_asset,
-    report,
-    sid,
 )
+from tests.integration.test_replay import reports_during, views
 from tests.integration.test_verify import _env
 
 pytestmark = pytest.mark.integration
@@ -43,14 +42,6 @@ def env(stack: Any) -> dict[str, str]:
 
 async def cli(stack: Any, *args: str) -> tuple[int, list[str], str]:
     return await medialog_cli.run(list(args), env(stack))
-
-
-async def views(http: Any, stack: Any, asset: str, sessions: int) -> None:
-    """``sessions`` sessions of 4 reports of 3 s: a view each."""
-    for session in [sid() for _ in range(sessions)]:
-        for _ in range(4):
-            assert (await report(http, stack, asset,
-                                 {"session_id": session, "watch_seconds": 3}))[0] == 202
 
 
 def table_line(lines: list[str], table: str) -> str:
@@ -117,19 +108,8 @@ async def test_an_interrupted_replay_changes_nothing_and_the_next_runs(http, sta
 
 async def test_reports_during_a_replay_are_counted_once(http, stack, pg):
     asset = await ready_asset(stack, pg, owner="chreplayer")
-    proc = _start(stack, "replay", "analytics")
-    sent = 0
-    try:
-        while proc.poll() is None or sent < 10:  # one-report sessions of 3 s: no view
-            assert (await report(http, stack, asset,
-                                 {"session_id": sid(), "watch_seconds": 3}))[0] == 202
-            sent += 1
-            await asyncio.sleep(0.02)
-        out, err = await asyncio.to_thread(proc.communicate, timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, (out, err)
+    sent, out, err = await reports_during(_start(stack, "replay", "analytics"), http, stack,
+                                          asset, 3)
     assert out.splitlines()[-1].startswith("replaced events, views, view_rule with "), out
     totals = await eventually(lambda: analytics_totals(http, stack, asset, sent,
                                                        owner="chreplayer"))

@@ -149,14 +149,15 @@ async def test_an_interrupted_replay_leaves_live_as_it_was(stack, pg, sig):
     assert await pg.fetch(SCHEMAS) == []
 
 
-async def test_reports_during_a_replay_are_counted_once(http, stack, pg):
-    asset = await ready_asset(stack, pg, owner="replayer")
-    proc = _start(stack, "engagement")
+async def reports_during(proc: subprocess.Popen[str], http: Any, stack: Any, asset: str,
+                         watch_seconds: float) -> tuple[int, str, str]:
+    """One-report sessions of ``watch_seconds`` (too short for a view) sent while ``proc`` (a
+    replay) runs, at least 10; then its output, once it exited 0: (reports sent, out, err)."""
     sent = 0
     try:
-        while proc.poll() is None or sent < 10:  # one-report sessions of 1 s: no view
-            assert (await report(http, stack, asset,
-                                 {"session_id": sid(), "watch_seconds": 1}))[0] == 202
+        while proc.poll() is None or sent < 10:
+            assert (await report(http, stack, asset, {"session_id": sid(),
+                                                      "watch_seconds": watch_seconds}))[0] == 202
             sent += 1
             await asyncio.sleep(0.02)
         out, err = await asyncio.to_thread(proc.communicate, timeout=60)
@@ -164,6 +165,12 @@ async def test_reports_during_a_replay_are_counted_once(http, stack, pg):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, (out, err)
+    return sent, out, err
+
+
+async def test_reports_during_a_replay_are_counted_once(http, stack, pg):
+    asset = await ready_asset(stack, pg, owner="replayer")
+    sent, out, err = await reports_during(_start(stack, "engagement"), http, stack, asset, 1)
     await eventually(lambda: settled_reports(pg, asset, sent))
     await asyncio.sleep(1.0)
     assert await settled_reports(pg, asset, sent)
