@@ -170,10 +170,12 @@ async def test_status_stream_opens_with_a_status_token(http, stack):
     marker = uuid.uuid4().hex
     stream = (f"{stack.base_url}/v1/assets/{asset}/status?access_token={minted['token']}"
               f"&probe={marker}")
-    r, lines = await first_status(http, stream, {"Origin": stack.browser_origin})
+    r, lines = await first_status(http, stream, {"Origin": stack.browser_origin,
+                                                 "X-Request-Id": f"sse-{marker}"})
     assert r.status == 200, lines
     assert r.headers["Content-Type"].startswith("text/event-stream")
     assert r.headers["Access-Control-Allow-Origin"] == stack.browser_origin
+    assert r.headers["X-Request-Id"] == f"sse-{marker}"  # a streamed answer echoes it too
     assert_security_headers(r.headers)
     assert "event: status" in lines and any(asset in line for line in lines)
 

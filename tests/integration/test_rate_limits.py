@@ -25,8 +25,8 @@ from aiohttp.test_utils import TestServer
 
 from medialog.api import keys
 from medialog.api.app import create_app
-from medialog.api.errors import error_middleware
-from medialog.api.rate_limit import rate_limit_middleware, rate_limits_ctx, spend
+from medialog.api.edge import edge_middleware
+from medialog.api.rate_limit import rate_limits_ctx, spend
 from medialog.config import Settings
 from medialog.embedded.stack import SIGNING_KID
 from tests.integration.test_engagement import uploaded_clip
@@ -273,7 +273,7 @@ async def instance(redis: str) -> AsyncIterator[str]:
     trivial routes; its base URL."""
     settings = Settings.from_env(rate_limit_storage=redis, rate_limit_reads="3/minute",
                                  rate_limit_view_sessions="2/minute")
-    app = web.Application(middlewares=[error_middleware, rate_limit_middleware])
+    app = web.Application(middlewares=[edge_middleware])
     app[keys.SETTINGS] = settings
     app[keys.ROUTES] = ()
     app.cleanup_ctx.append(rate_limits_ctx)

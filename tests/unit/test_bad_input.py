@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from medialog.api import keys
 from medialog.api.auth.principal import Principal
 from medialog.api.commands import get_command
-from medialog.api.errors import error_middleware
+from medialog.api.edge import edge_middleware
 from medialog.api.queries import SEQUENCE_MAX, parse_history_query, parse_list_query
 from medialog.api.requests import MAX_JSON_BYTES, read_json
 from medialog.api.streaming import stream_object
@@ -54,7 +54,7 @@ async def echo(request: web.Request) -> web.Response:
 
 
 def echo_app() -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[edge_middleware])
     app.router.add_post("/echo", echo)
     return app
 
@@ -228,7 +228,7 @@ class FakeVerifier:
 
 
 async def test_a_command_id_with_nul_is_refused() -> None:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[edge_middleware])
     app[keys.PG] = FakePool()  # type: ignore[assignment]
     app[keys.VERIFIER] = FakeVerifier()  # type: ignore[assignment]
     app.router.add_get("/v1/commands/{command_id}", get_command)
@@ -285,7 +285,7 @@ def client_error(status: int, code: str) -> ClientError:
 async def test_the_object_store_failing_while_streaming_is_503(
         exc: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("medialog.storage.boto3.client", lambda *_, **__: FailingS3(exc))
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[edge_middleware])
     app[keys.SIGNING] = KEYS
     app[keys.SETTINGS] = SimpleNamespace(bucket_previews="previews",  # type: ignore[assignment]
                                          trusted_proxies="")

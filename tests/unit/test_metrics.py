@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_l
 from prometheus_client.parser import text_string_to_metric_families
 
 from medialog.api.app import create_app
-from medialog.api.errors import error_middleware
-from medialog.api.metrics import UNMATCHED, metrics_middleware
+from medialog.api.edge import edge_middleware
+from medialog.api.metrics import UNMATCHED
 from medialog.config import Settings
 from medialog.runtime.metrics import FAST_BUCKETS, LoopHistogram, exposition
 
@@ -44,7 +44,7 @@ async def redirect(_: web.Request) -> web.Response:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    app = web.Application(middlewares=[metrics_middleware, error_middleware])
+    app = web.Application(middlewares=[edge_middleware])
     app.router.add_post(VIEWS, accepted)
     app.router.add_get("/moved", redirect)
     async with TestClient(TestServer(app)) as client:

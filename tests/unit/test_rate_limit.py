@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from medialog.api import keys, routes
 from medialog.api import rate_limit as rl
-from medialog.api.errors import error_middleware
+from medialog.api.edge import edge_middleware
 from medialog.api.rate_limit import MemoryCounters, route_class
 from medialog.config import Settings
 
@@ -103,7 +103,7 @@ async def _session(request: web.Request) -> web.Response:
 
 @contextlib.asynccontextmanager
 async def serve(**limits: str) -> AsyncIterator[tuple[str, list[str]]]:
-    app = web.Application(middlewares=[error_middleware, rl.rate_limit_middleware])
+    app = web.Application(middlewares=[edge_middleware])
     app[CALLS] = []
     app[keys.SETTINGS] = Settings(**limits)  # type: ignore[arg-type]
     app[keys.ROUTES] = routes.EVERY_PROCESS  # /health: limited=False

@@ -18,7 +18,7 @@ from aiokafka import errors as kafka
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from medialog.api.commands import _acknowledged
-from medialog.api.errors import error_middleware
+from medialog.api.errors import error_answer
 from medialog.clickhouse import Analytics
 from medialog.config import Settings
 from medialog.domain.errors import Unavailable
@@ -146,11 +146,9 @@ async def test_clickhouse_out_of_reach_is_analytics_unavailable() -> None:
 
 @pytest.mark.parametrize("code", ["DB_UNAVAILABLE", "LOG_UNAVAILABLE", "STORE_UNAVAILABLE",
                                   "ANALYTICS_UNAVAILABLE"])
-async def test_every_503_has_retry_after_and_the_one_error_shape(code: str) -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        raise Unavailable("the dependency did not answer", code=code)
-
-    response = await error_middleware(make_mocked_request("GET", "/v1/assets"), handler)
+def test_every_503_has_retry_after_and_the_one_error_shape(code: str) -> None:
+    response = error_answer(make_mocked_request("GET", "/v1/assets"),
+                            Unavailable("the dependency did not answer", code=code))
     assert response.status == 503
     assert response.headers["Retry-After"] == "5"
     assert isinstance(response, web.Response) and response.text is not None
@@ -158,10 +156,7 @@ async def test_every_503_has_retry_after_and_the_one_error_shape(code: str) -> N
         "code": code, "message": "the dependency did not answer", "details": []}}
 
 
-async def test_other_errors_carry_no_retry_after() -> None:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        raise RuntimeError("a bug")
-
-    response = await error_middleware(make_mocked_request("GET", "/v1/assets"), handler)
+def test_other_errors_carry_no_retry_after() -> None:
+    response = error_answer(make_mocked_request("GET", "/v1/assets"), RuntimeError("a bug"))
     assert response.status == 500
     assert "Retry-After" not in response.headers

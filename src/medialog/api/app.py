@@ -14,13 +14,10 @@ from aiohttp import web
 
 from medialog.api import health, keys
 from medialog.api.auth.verifier import TokenVerifier
-from medialog.api.cors import add_cors_headers, cors_middleware
-from medialog.api.errors import error_middleware
-from medialog.api.metrics import metrics_middleware
-from medialog.api.rate_limit import rate_limit_middleware, rate_limits_ctx
-from medialog.api.request_id import request_id_middleware
+from medialog.api.cors import add_cors_headers
+from medialog.api.edge import edge_middleware, prepare_headers
+from medialog.api.rate_limit import rate_limits_ctx
 from medialog.api.routes import setup_routes
-from medialog.api.security_headers import add_security_headers
 from medialog.clickhouse import Analytics
 from medialog.config import CLICKHOUSE_ROLES, Role, Settings
 from medialog.issuer import load_private_key, public_jwks
@@ -92,11 +89,9 @@ def create_app(
 ) -> web.Application:
     """``peers``: name → ``/health/ready`` URL of each process this one runs with (``medialog
     dev``'s roles process); this one is ready only when they are."""
-    app = web.Application(middlewares=[request_id_middleware, cors_middleware, metrics_middleware,
-                                       error_middleware, rate_limit_middleware],
-                          client_max_size=1024**2)
+    app = web.Application(middlewares=[edge_middleware], client_max_size=1024**2)
     # Headers every answer carries, streamed ones too: set as it is prepared.
-    app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(prepare_headers)
     if settings.cors_origins:
         app.on_response_prepare.append(add_cors_headers)
     app[keys.SETTINGS] = settings

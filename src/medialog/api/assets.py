@@ -8,6 +8,7 @@ still be rejected, and ``Prefer: wait`` then answers with that rejection."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,8 @@ from medialog.domain.commands import DeleteAsset, UpdateMetadata
 from medialog.domain.errors import Forbidden
 from medialog.domain.metadata import validate_metadata_patch
 from medialog.timefmt import iso, iso_or_none
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _json(value: Any) -> Any:
@@ -83,6 +86,10 @@ def asset_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def parse_asset_id(raw: str) -> str:
+    """The asset id of a path in its canonical form (lowercase, hyphens), else ``NotFound``. A
+    canonical id is returned as it is: building a ``UUID`` costs more than a report's lookup."""
+    if _CANONICAL_UUID.fullmatch(raw):
+        return raw
     try:
         return str(uuid.UUID(raw))
     except ValueError as exc:

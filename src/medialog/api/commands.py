@@ -4,7 +4,6 @@ and answering ``GET /v1/commands/{id}`` (docs/architecture.md, rules 4 and 5).""
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from medialog.domain.commands import AssetCommand, CommandMeta
 from medialog.domain.errors import NotFound, Unavailable
 from medialog.domain.text import check_text
 from medialog.envelope import CloudEvent, encode_event, make_event
+from medialog.ids import random_uuid
 from medialog.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ async def append_event(
     straight to a public topic, keyed by ``subject``. Its id is ``event_id`` (from the client's
     ``Idempotency-Key``, so a retried request is the same event) or fresh; a re-published copy
     keeps its id, so readers recognise duplicates either way."""
-    event = make_event(payload, subject=subject, event_id=event_id or str(uuid.uuid4()),
+    event = make_event(payload, subject=subject, event_id=event_id or random_uuid(),
                        time=datetime.now(UTC), sequence=None,
                        actor_id=who.user_id if who else None,
                        actor_roles=sorted(who.roles) if who else (),

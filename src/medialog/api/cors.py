@@ -1,7 +1,7 @@
 """CORS: pages served from ``Settings.cors_origins`` may call the api from a browser.
 
-* A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) is answered by
-  ``cors_middleware`` before any handler: from an allowed origin 204 with
+* A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) is answered
+  (``preflight``, from the api's middleware) before any handler: from an allowed origin 204 with
   ``Access-Control-Allow-Origin`` (that origin), ``-Allow-Methods`` (those of the routes the path
   matches), ``-Allow-Headers`` (``ALLOW_HEADERS``) and ``-Max-Age``; from any other origin (every
   origin when none is configured) 403 ``CORS_ORIGIN_NOT_ALLOWED``, and nothing runs. A
@@ -23,7 +23,6 @@ from functools import lru_cache
 from typing import Final
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from medialog.api import keys
 from medialog.api.errors import error_response
@@ -57,15 +56,15 @@ def _route_methods(request: web.Request) -> set[str] | None:
     return exc.allowed_methods if isinstance(exc, web.HTTPMethodNotAllowed) else None
 
 
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer preflights (module docstring); let everything else through."""
+def preflight(request: web.Request) -> web.Response | None:
+    """The answer to a preflight (module docstring), or None: not a preflight, or one for a
+    path no route serves (it goes on to its 404)."""
     if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
-        return await handler(request)
+        return None
     origin = request.headers.get("Origin")
     methods = _route_methods(request)
     if origin is None or methods is None:
-        return await handler(request)
+        return None
     if origin not in allowed_origins(request.app[keys.SETTINGS].cors_origins):
         return error_response(403, NOT_ALLOWED, "this origin may not call the api")
     return web.Response(status=204, headers={

@@ -1,6 +1,7 @@
 """The one error shape: ``{"error": {"code", "message", "details"}}`` for every 4xx/5xx.
 
-Domain errors map to a status here, and only here."""
+Domain errors map to a status here, and only here (``error_answer``, from the api's middleware,
+``medialog.api.edge``)."""
 
 from __future__ import annotations
 
@@ -46,24 +47,21 @@ def status_of(exc: e.MedialogError) -> int:
     return 500
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except e.MedialogError as exc:
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The answer to ``exc``, raised while handling ``request``: a domain error's status and
+    code; aiohttp's own HTTP errors (404, 405, 413…) in the same shape; anything else a logged
+    500 ``INTERNAL_ERROR``. Redirects (aiohttp exceptions under 400) are not errors: the caller
+    lets them through."""
+    if isinstance(exc, e.MedialogError):
         status = status_of(exc)
         if status >= 500:
             log.warning("%s %s: %s %s", request.method, request.path, exc.code, exc.message)
         return error_response(status, exc.code, exc.message, exc.details)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException):
         code = _HTTP_CODES.get(exc.status, f"HTTP_{exc.status}")
         resp = error_response(exc.status, code, exc.reason)
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "INTERNAL_ERROR", "internal error")
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "internal error")

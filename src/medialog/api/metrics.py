@@ -1,9 +1,9 @@
-"""``GET /metrics`` (Prometheus text format, every role process) and the middleware counting and
-timing every request by route template, method and status.
+"""``GET /metrics`` (Prometheus text format, every role process) and ``observe``, which counts and
+times every request by route template, method and status.
 
 The route label is the matched aiohttp resource's canonical path (``/v1/assets/{asset_id}/views``),
 ``unmatched`` when no route matched (404, 405): raw paths would make a time series per id. A
-method outside ``METHODS`` is ``other``, for the same reason. The middleware is on the hot path,
+method outside ``METHODS`` is ``other``, for the same reason. ``observe`` is on the hot path,
 so each (route, method, status) keeps its child of ``HTTP_REQUESTS`` (a lock-free
 ``LoopHistogram``) in ``_CHILDREN``: a request costs a dict lookup and one observation."""
 
@@ -14,7 +14,6 @@ import logging
 from time import perf_counter
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from medialog.api import keys
@@ -34,8 +33,10 @@ def route_of(request: web.Request) -> str:
     return UNMATCHED if resource is None else resource.canonical
 
 
-def _observe(request: web.Request, status: int, start: float) -> None:
-    """Count the request and its time since ``start`` (the hot path: kept in one function)."""
+def observe(request: web.Request, status: int, start: float) -> None:
+    """Count the request, answered ``status``, and its time since ``start`` (``perf_counter``).
+    Called by the api's middleware (``medialog.api.edge``) for every request; kept in one
+    function, the hot path."""
     resource = request.match_info.route.resource
     key = (UNMATCHED if resource is None else resource.canonical, request.method, status)
     found = _CHILDREN.get(key)
@@ -44,21 +45,6 @@ def _observe(request: web.Request, status: int, start: float) -> None:
         found = _CHILDREN[key] = HTTP_REQUESTS.labels(
             route, method if method in METHODS else "other", str(status))
     found.observe(perf_counter() - start)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time the answer. Outside the error middleware, so an error is counted with
-    the status it is answered with; aiohttp's own exceptions that get here (redirects) with
-    theirs; a cancelled request (the client left) is not counted."""
-    start = perf_counter()
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        _observe(request, exc.status, start)
-        raise
-    _observe(request, response.status, start)
-    return response
 
 
 async def serve(request: web.Request) -> web.Response:

@@ -13,10 +13,11 @@ of its caller's budget for its route class, before its handler runs.
   report, once its body is read, spends ``view_sessions`` (``Settings.rate_limit_view_sessions``)
   keyed by viewer, asset and session, so one player session cannot flood its viewer's budget.
 * Over a limit: 429 ``RATE_LIMITED`` (the one error shape) with ``Retry-After``, before the
-  handler runs (or, for ``spend``, before it writes anything), so nothing is written. Every
-  limited answer a handler returns unsent (all but streamed ones) carries ``RateLimit-Limit``,
-  ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the window resets) of the
-  budget closest to exhaustion it spent from, as does the 429 of the budget it exceeded.
+  handler runs (``admit``, from the api's middleware; or, for ``spend``, before the handler
+  writes anything), so nothing is written. Every other answer to a limited request, errors
+  included but not streamed ones, carries ``RateLimit-Limit``, ``RateLimit-Remaining`` and
+  ``RateLimit-Reset`` (seconds until the window resets) of the budget closest to exhaustion it
+  spent from (``stamp``), as does the 429 of the budget it exceeded.
 * The strategy is the fixed window (``limits``' ``FixedWindowRateLimiter``): one counter per
   caller, class and window, O(1) memory per caller, an atomic ``INCR`` on Redis; a moving
   window keeps a timestamp per request (600 per anonymous address at the default views limit)
@@ -35,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
@@ -62,9 +63,6 @@ LimitName = RouteClass | Literal["view_sessions"]
 MEMORY: Final = "memory://"
 _READS: Final = frozenset({"GET", "HEAD"})
 _STORAGE_WARNING_EVERY_S: Final = 60.0
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def route_class(method: str, path: str, unlimited: frozenset[str] = frozenset()
                 ) -> RouteClass | None:
@@ -236,7 +234,8 @@ async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
     await limits.close()
 
 
-_SPENT: Final = web.RequestKey("rate_limit_spent", Spent)  # the budget closest to exhaustion
+# The budget closest to exhaustion a request spent from (None: none yet).
+_SPENT: Final[web.RequestKey[Spent | None]] = web.RequestKey("rate_limit_spent")
 # Header names as istr: multidict then skips case-folding them on every request.
 _LIMIT, _REMAINING, _RESET = (istr("RateLimit-Limit"), istr("RateLimit-Remaining"),
                               istr("RateLimit-Reset"))
@@ -271,31 +270,36 @@ async def spend(request: web.Request, name: LimitName, key: str) -> web.Response
              else await limits.hit(limit, key))
     if spent is None:
         return None
-    current = request.get(_SPENT)  # the middleware's, when the route's class is limited
+    current = request.get(_SPENT)  # admit's, when the route's class is limited
     if current is None or not spent.allowed or spent.remaining < current.remaining:
         request[_SPENT] = spent
     return None if spent.allowed else _refusal(spent)
 
 
-@web.middleware
-async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Spend the caller's budget before the handler runs; 429 ``RATE_LIMITED`` when it is
-    spent (see the module docstring)."""
+async def admit(request: web.Request) -> web.Response | None:
+    """Spend the caller's budget for ``request``'s route class, before its handler runs: the
+    429 ``RATE_LIMITED`` to answer when it is spent, else None (also when the route is not
+    limited or the storage failed). What was spent is kept on the request for ``stamp``."""
+    request[_SPENT] = None
     limits = request.app.get(RATE_LIMITS)
     limit = None if limits is None else limits.limit_of(request)
-    spent = None
-    if limit is not None and limits is not None:
-        who = await verified_principal(request)
-        caller = f"addr:{client_address(request)}" if who is None else f"user:{who.user_id}"
-        spent = (limits.hit_memory(limit, caller) if limits.memory is not None
-                 else await limits.hit(limit, caller))
-        if spent is not None:
-            if not spent.allowed:
-                return _refusal(spent)
-            request[_SPENT] = spent
-    response = await handler(request)
-    # a handler's ``spend`` may have replaced it (then it is there even if the class is not)
-    spent = request[_SPENT] if spent is not None else request.get(_SPENT)
+    if limit is None or limits is None:
+        return None
+    who = await verified_principal(request)
+    caller = f"addr:{client_address(request)}" if who is None else f"user:{who.user_id}"
+    spent = (limits.hit_memory(limit, caller) if limits.memory is not None
+             else await limits.hit(limit, caller))
+    if spent is None:
+        return None
+    if not spent.allowed:
+        return _refusal(spent)
+    request[_SPENT] = spent
+    return None
+
+
+def stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """The ``RateLimit-*`` headers of the budget closest to exhaustion that ``request`` spent
+    from (``admit``'s, or a handler's ``spend``), on ``response`` unless it is already sent."""
+    spent = request[_SPENT]
     if spent is not None and not response.prepared:
         _headers(response.headers, spent)
-    return response

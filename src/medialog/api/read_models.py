@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from medialog.api.auth.principal import ADMIN, require
 from medialog.api.requests import principal, read_json
 from medialog.domain.errors import Conflict, NotFound, Unavailable
 from medialog.domain.schema import Body, parse
+from medialog.ids import random_uuid
 
 log = logging.getLogger(__name__)
 LEASE_S = 15.0  # a job nobody asked about this long is cancelled
@@ -101,7 +101,7 @@ class Jobs:
         if (busy := self.running()) is not None:
             raise Conflict(f"a read-model job runs already ({busy.job_id})",
                            code="READ_MODEL_JOB_RUNNING", details=[{"job_id": busy.job_id}])
-        job = Job(str(uuid.uuid4()), kind, check_only, datetime.now(UTC), time.monotonic())
+        job = Job(random_uuid(), kind, check_only, datetime.now(UTC), time.monotonic())
         ended = [k for k, j in self._jobs.items() if j.status != "running"]
         for k in ended[:max(0, len(ended) - KEPT + 1)]:
             del self._jobs[k]

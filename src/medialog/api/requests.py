@@ -22,6 +22,7 @@ from medialog.domain.errors import (
     Unprocessable,
     ValidationError,
 )
+from medialog.ids import random_uuid
 
 MAX_JSON_BYTES = 64 * 1024
 MAX_WAIT_S = 30.0
@@ -76,6 +77,10 @@ async def principal(request: web.Request) -> Principal:
     per request: the rate limiter may have done it already."""
     if _PRINCIPAL in request:
         return request[_PRINCIPAL]
+    return await _verify(request)
+
+
+async def _verify(request: web.Request) -> Principal:
     token = bearer_token(request.headers.get("Authorization"))
     request[_PRINCIPAL] = who = await request.app[keys.VERIFIER].verify(token)
     return who
@@ -83,11 +88,13 @@ async def principal(request: web.Request) -> Principal:
 
 async def verified_principal(request: web.Request) -> Principal | None:
     """The caller of a valid bearer token, else None (no token, or one that does not verify:
-    the handler's ``principal`` refuses it). For code that must not refuse, the rate limiter."""
+    the handler's ``principal`` refuses it). For code that must not refuse and comes first, the
+    rate limiter: it verifies without looking for an earlier verification, which costs a
+    ``KeyError`` (a request's ``in`` is ``Mapping``'s)."""
     if "Authorization" not in request.headers:
         return None
     try:
-        return await principal(request)
+        return await _verify(request)
     except Unauthenticated:
         return None
 
@@ -127,7 +134,7 @@ def idempotent_id(request: web.Request, caller: str, scope: str) -> str:
     """``command_id`` for any caller identity (an anonymous viewer's key included)."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return str(uuid.uuid4())
+        return random_uuid()
     if not _IDEMPOTENCY_KEY.match(key):
         raise ValidationError(
             "Idempotency-Key must be 1–128 characters of [A-Za-z0-9._:-]",

@@ -223,7 +223,8 @@ class TokenVerifier:
             return False
         if hit.kid is None:  # HS256: the one configured secret
             return True
-        return await self._rsa_key(hit.kid) is hit.key
+        local = self._local_keys.get(hit.kid)  # looked up first, as ``_rsa_key`` does
+        return (local if local is not None else await self._rsa_key(hit.kid)) is hit.key
 
     async def _verify(
         self, token: str
