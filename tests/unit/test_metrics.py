@@ -1,4 +1,4 @@
-"""The metrics middleware labels requests by route template (never the raw path), the lock-free
+"""The api's middleware labels requests by route template (never the raw path), the lock-free
 histogram renders as prometheus_client's own would, the projections' lag becomes a gauge, and
 building applications twice in one process defines nothing twice. A real aiohttp server on a
 local port; no stack."""

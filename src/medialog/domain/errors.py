@@ -1,5 +1,6 @@
 """Errors owned by medialog. Each carries a machine-readable ``code``; the api maps the class to
-an HTTP status in one middleware (``medialog.api.errors``). Nothing below ``api/`` knows HTTP."""
+an HTTP status in one place (``medialog.api.errors``, from the api's middleware). Nothing below
+``api/`` knows HTTP."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One logging setup for every role: text for a terminal, or JSON lines for a log pipeline
 (``MEDIALOG_LOG_FORMAT``). Every line logged while a request is handled carries its request id
-(``REQUEST_ID``, set by the api's request-id middleware), so one request's lines can be found
+(``REQUEST_ID``, set by the api's middleware), so one request's lines can be found
 together, and the same id is the ``correlationid`` of the events it caused."""
 
 from __future__ import annotations

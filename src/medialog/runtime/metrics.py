@@ -88,7 +88,7 @@ class LoopHistogram:
 
 HTTP_REQUESTS = LoopHistogram(
     "medialog_http_request_duration_seconds",
-    "Time from a request reaching the metrics middleware to its handler's answer (a streamed "
+    "Time from a request reaching the api's middleware to its handler's answer (a streamed "
     "answer: to its end), by route template, method and status.",
     ["route", "method", "status"], FAST_BUCKETS,
     counter=("medialog_http_requests",

@@ -4,7 +4,7 @@
 * ``require(principal, *roles)`` passes when the principal has any of ``roles`` or is admin, and
   raises ``Forbidden(code="FORBIDDEN_ROLE")`` otherwise.
 
-This package knows no HTTP status: the api error middleware maps the domain errors.
+This package knows no HTTP status: the api's middleware maps the domain errors.
 """
 
 from __future__ import annotations
