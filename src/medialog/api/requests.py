@@ -45,13 +45,15 @@ def _too_large() -> PayloadTooLarge:
 
 async def _read_body(request: web.Request) -> bytes:
     """The whole body, however it arrives (several TCP segments, chunked): ``content.read(n)``
-    returns what is buffered, so read until the end, never more than MAX_JSON_BYTES + 1 bytes.
+    returns what is buffered, so read until the end (b"") or ``Content-Length`` bytes, never
+    more than MAX_JSON_BYTES + 1 bytes.
     Too large (by ``Content-Length``, or by the bytes read): PayloadTooLarge ``BODY_TOO_LARGE``."""
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+    length = request.content_length
+    if length is not None and length > MAX_JSON_BYTES:
         raise _too_large()
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(MAX_JSON_BYTES + 1 - size):  # b"": the end
+    while size != length and (chunk := await request.content.read(MAX_JSON_BYTES + 1 - size)):
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_JSON_BYTES:
