@@ -1,6 +1,8 @@
 """Benchmark of playback-report ingestion through the real api, against a raw baseline.
 
-Run: ``.venv/bin/python bench/ingest.py [--duration 10] [--concurrency 128] [--rate 2000]``.
+Run: ``.venv/bin/python bench/ingest.py [--duration 10] [--concurrency 128] [--rate 2000]
+[--instructions N] [--ratio-only]``. To measure another checkout's code, put its ``src`` and
+root first on ``PYTHONPATH``: the bench, its servers and the stack import medialog from there.
 
 Everything runs on a temporary data directory and free loopback ports, driven by one aiohttp
 client in this process, in three phases:
@@ -31,14 +33,27 @@ client in this process, in three phases:
    requests/s, p50/p99 latency, how many cores each process kept busy and its CPU time per 202,
    and the rate at which their sum would fill every core; then ingest ÷ raw (goal ≥ 0.5),
    floor ÷ raw and ingest ÷ floor.
+   INSTRUCTIONS (``--instructions N``, off by default): once those loops stopped, on the same
+   stack, each of raw, floor and api again, one at a time, started as before but under
+   valgrind's callgrind: after ``INSTRUCTIONS_WARMUP`` uncounted requests, exactly N counted
+   ones at ``--instructions-concurrency``, every one a 202; the instructions its process
+   executed per 202, and ingest ÷ raw, ingest ÷ floor of those. Unlike the rates, these hardly
+   depend on the machine's speed or load, so two runs tell a change of a few percent. One
+   request at a time by default: each report is then a produce batch of its own, whereas with
+   more in flight how many share a batch depends on timing (the linger), and a batch's cost is
+   a large part of a report's (its lz4 compression zeroes a 256 KiB buffer, which callgrind
+   counts byte by byte: instructions are not time).
 3. NOTHING LOST: ``medialog dev`` again on the same data; once its projections caught up, every
    accepted report must be folded (the bench assets' total watch time equals the sum over every
    202) and exactly the lag sessions counted as views.
 
+``--ratio-only`` runs phase 2 alone (``medialog dev`` only projects the bench assets first): for
+A/B runs of the api's cost, where phases 1 and 3 would only take time.
+
 Goal: ingest ÷ raw ≥ 0.5, because an api that keeps half of what a bare aiohttp handler
 serves on the same cores spends its time on the log write, not on its own work. Exit 1 if the
-ratio misses the goal or a report is missing. Everything is bounded (durations, concurrency,
-timeouts) and stays on 127.0.0.1.
+ratio misses the goal or a report is missing (not looked for with ``--ratio-only``). Everything
+is bounded (durations, concurrency, timeouts) and stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -112,8 +127,9 @@ def postgres_dsn(data_dir: Path) -> str:
     return f"postgresql://medialog@127.0.0.1:{stack_ports(data_dir)['postgres']}/medialog"
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path,
+               timeout: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"{url} exited {proc.returncode}; see {log}")
@@ -124,7 +140,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         except OSError:
             pass
         time.sleep(0.3)
-    sys.exit(f"{url} not ready in {READY_TIMEOUT_S}s; see {log}")
+    sys.exit(f"{url} not ready in {timeout:g}s; see {log}")
 
 
 # A load generator is one address with a few users: the rate limits stay on (their cost is part
@@ -134,17 +150,19 @@ UNREACHABLE_LIMITS = {f"MEDIALOG_RATE_LIMIT_{name}": "1000000000/minute"
 
 
 @contextlib.contextmanager
-def process(args: list[str], ready_url: str, log: Path,
-            settings: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(args: list[str], ready_url: str, log: Path, settings: dict[str, str] | None = None,
+            ready_timeout: float = READY_TIMEOUT_S) -> Iterator[subprocess.Popen[bytes]]:
     """A child in its own process group, stopped (SIGINT, then SIGKILL) on the way out; its
-    only ``MEDIALOG_*`` variables are ``settings``, the log level and ``UNREACHABLE_LIMITS``."""
+    only ``MEDIALOG_*`` variables are ``settings``, the log level and ``UNREACHABLE_LIMITS``. It
+    runs in its log's directory: ``python -m`` puts the working directory first on the path,
+    and the caller's (a checkout) must not shadow the code ``PYTHONPATH`` names."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIALOG_")}
     env.update(settings or {}, MEDIALOG_LOG_LEVEL="WARNING", **UNREACHABLE_LIMITS)
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+                                cwd=log.parent, start_new_session=True)
     try:
-        wait_ready(ready_url, proc, log)
+        wait_ready(ready_url, proc, log, ready_timeout)
         yield proc
     finally:
         if proc.poll() is None:
@@ -269,6 +287,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def report_body(tag: str, n: int) -> dict[str, Any]:
+    """The ``n``-th closed-loop report of ``tag``: a session of its own, below the threshold."""
+    return {"session_id": f"{tag}-{n:012d}", "watch_seconds": 4.0, "position": 4.0,
+            "device": "bench", "country": "DE"}
+
+
 async def closed_loop(http: aiohttp.ClientSession, url_of: Callable[[int], str],
                       headers_of: Callable[[int], dict[str, str]], concurrency: int,
                       duration: float, tag: str) -> dict[str, Any]:
@@ -281,10 +305,8 @@ async def closed_loop(http: aiohttp.ClientSession, url_of: Callable[[int], str],
     async def worker() -> None:
         while time.perf_counter() < stop_at:
             n = next(counter)
-            body = {"session_id": f"{tag}-{n:012d}", "watch_seconds": 4.0, "position": 4.0,
-                    "device": "bench", "country": "DE"}
             began = time.perf_counter()
-            async with http.post(url_of(n), json=body, headers=headers_of(n)) as r:
+            async with http.post(url_of(n), json=report_body(tag, n), headers=headers_of(n)) as r:
                 await r.read()
                 if r.status == 202:
                     latencies.append(time.perf_counter() - began)
@@ -388,6 +410,93 @@ async def lag_run(http: aiohttp.ClientSession, base: str, assets: list[str],
             "sessions": sessions}
 
 
+# -- instructions per 202, counted by callgrind ----------------------------------------------------
+
+CALLGRIND_TIMEOUT_S = 600  # to be ready, and per request: valgrind runs the api's start slowly
+INSTRUCTIONS_WARMUP = 400  # uncounted requests first: caches filled, connections open
+QUIET_S = 1.0  # between the counted requests and a switch, so that no request's tail straddles it
+
+
+def under_callgrind(argv: list[str], out: Path) -> list[str]:
+    """``argv`` under callgrind, counting nothing until ``callgrind_control --instr=on``; its
+    dumps go to ``out``.<pid> (at exit) and ``out``.<pid>.<n> (the n-th requested)."""
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={out}.%p", *argv]
+
+
+async def callgrind_control(pid: int, option: str) -> None:
+    """``callgrind_control option pid``, done once it returns (it asks through vgdb and waits
+    for the answer); the bench stops if it was not done (the tool exits 0 regardless)."""
+    proc = await asyncio.create_subprocess_exec(
+        "callgrind_control", option, str(pid), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0 or b"OK." not in out:
+        sys.exit(f"callgrind_control {option} {pid} failed: {out.decode(errors='replace')}")
+
+
+def callgrind_total(out: Path, pid: int) -> int:
+    """The instructions (``Ir``) process ``pid`` executed while instrumented: the sum of the
+    ``totals:`` of its dumps, each of which counts from the one before."""
+    dumps = [out.with_name(f"{out.name}.{pid}"), *out.parent.glob(f"{out.name}.{pid}.*")]
+    return sum(int(line.split()[1]) for dump in dumps if dump.exists()
+               for line in dump.read_text(errors="replace").splitlines()
+               if line.startswith("totals:"))
+
+
+async def counted_requests(http: aiohttp.ClientSession, url_of: Callable[[int], str],
+                           headers_of: Callable[[int], dict[str, str]], n: int,
+                           concurrency: int, tag: str) -> dict[str, Any]:
+    """Exactly ``n`` reports (the closed loops' bodies), ``concurrency`` at a time: the 202s,
+    the other statuses and the time taken."""
+    accepted, todo = 0, iter(range(n))
+    errors: dict[int, int] = {}
+
+    async def worker() -> None:
+        nonlocal accepted
+        for i in todo:
+            async with http.post(url_of(i), json=report_body(tag, i), headers=headers_of(i)) as r:
+                await r.read()
+                if r.status == 202:
+                    accepted += 1
+                else:
+                    errors[r.status] = errors.get(r.status, 0) + 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"accepted": accepted, "errors": errors, "elapsed": time.perf_counter() - began}
+
+
+async def instructions(args: argparse.Namespace, data_dir: Path, tag: str, argv: list[str],
+                       settings: dict[str, str] | None, port: int, load: Load) -> dict[str, Any]:
+    """Server ``tag`` (``argv`` and ``settings``, listening on ``port``) started under callgrind:
+    ``INSTRUCTIONS_WARMUP`` requests uncounted, then ``--instructions`` counted, all 202, then
+    stopped. The instructions it executed in all and per 202, and every 202 it gave."""
+    out, url = data_dir / f"{tag}.callgrind", f"http://127.0.0.1:{port}"
+    n, concurrency = args.instructions, args.instructions_concurrency
+    with contextlib.ExitStack() as up:
+        proc = await asyncio.to_thread(up.enter_context, process(
+            under_callgrind(argv, out), f"{url}/health/ready", data_dir / f"{tag}.callgrind.log",
+            settings, CALLGRIND_TIMEOUT_S))
+        async with client(concurrency, timeout_s=CALLGRIND_TIMEOUT_S) as http:
+            warm = await counted_requests(http, load.url(url), load.headers_of,
+                                          INSTRUCTIONS_WARMUP, concurrency, f"cg-warm-{tag}")
+            await asyncio.sleep(QUIET_S)
+            await callgrind_control(proc.pid, "--instr=on")
+            counted = await counted_requests(http, load.url(url), load.headers_of, n,
+                                             concurrency, f"cg-{tag}")
+            await asyncio.sleep(QUIET_S)
+            await callgrind_control(proc.pid, "--instr=off")
+            await callgrind_control(proc.pid, "--dump")
+        await asyncio.to_thread(up.close)
+    if counted["accepted"] != n:
+        sys.exit(f"{tag} under callgrind: {counted['accepted']} of {n} requests got a 202, "
+                 f"the others {counted['errors']}; see {data_dir / f'{tag}.callgrind.log'}")
+    total = callgrind_total(out, proc.pid)
+    return {"total": total, "per_202": total / n, "elapsed": counted["elapsed"],
+            "accepted": warm["accepted"] + counted["accepted"]}
+
+
 # -- main ------------------------------------------------------------------------------------------
 
 
@@ -471,7 +580,7 @@ class Load:
     """The bench's viewers (RS256 tokens of the stack's own key) and the URLs they post to."""
 
     def __init__(self, data_dir: Path) -> None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+        sys.path.append(str(Path(__file__).resolve().parents[1] / "src"))  # after PYTHONPATH
         from medialog.issuer import load_private_key, mint_token
 
         key = load_private_key(data_dir / "keys" / "jwt-private.pem")
@@ -486,20 +595,24 @@ class Load:
         return lambda n: f"{base}/v1/assets/{self.assets[n % len(self.assets)]}/views"
 
 
-def client(concurrency: int) -> aiohttp.ClientSession:
-    """The load's HTTP client: ``concurrency`` requests at once on twice as many connections."""
+def client(concurrency: int, timeout_s: float = 30.0) -> aiohttp.ClientSession:
+    """The load's HTTP client: ``concurrency`` requests at once on twice as many connections,
+    each answered within ``timeout_s``."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2),
-                                 timeout=aiohttp.ClientTimeout(total=30))
+                                 timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
 async def whole_system(args: argparse.Namespace, data_dir: Path, dev_pid: int, api: str,
-                       load: Load) -> dict[str, Any]:
+                       load: Load) -> dict[str, Any] | None:
     """Phase 1, on ``medialog dev`` (every role): the bench assets, the lag, and a closed loop
-    while the projections fold the reports on the same cores."""
+    while the projections fold the reports on the same cores; with ``--ratio-only``, only the
+    bench assets (None)."""
     async with client(args.concurrency) as http:
         pool = await asyncpg.create_pool(postgres_dsn(data_dir), min_size=1, max_size=2)
         try:
             load.assets = await ready_assets(data_dir, pool, ASSETS)
+            if args.ratio_only:
+                return None
             lag = await lag_run(http, api, load.assets, load.tokens, pool, args.rate,
                                 args.lag_duration, args.poll_ms / 1000,
                                 max_inflight=args.concurrency * 4)
@@ -510,12 +623,25 @@ async def whole_system(args: argparse.Namespace, data_dir: Path, dev_pid: int, a
     return {"lag": lag, "system": system}
 
 
+def server(tag: str, port: int,
+           settings: Settings) -> tuple[list[str], dict[str, str] | None]:
+    """How phase 2 starts server ``tag`` (raw, floor or api) listening on ``port``: its argv
+    and its ``MEDIALOG_*`` settings (``settings``, the api's, on ``port``)."""
+    if tag == "raw":
+        return [sys.executable, __file__, "--serve-baseline", str(port)], None
+    if tag == "floor":
+        return [sys.executable, __file__, "--serve-floor", str(port)], settings.as_env()
+    return ([sys.executable, "-m", "medialog", "run", "--roles", "api"],
+            settings.as_env() | {"MEDIALOG_API_PORT": str(port)})
+
+
 async def api_alone(args: argparse.Namespace, data_dir: Path, ports: dict[str, int],
                     load: Load) -> dict[str, Any]:
     """Phase 2, the ratio: the embedded services (SeaweedFS, Kafka, PostgreSQL) and the api role
     alone (``medialog run --roles api``), as the api is deployed on its own; the projections are
     stopped and fold the reports in phase 3. The raw baseline and the floor run on the same
-    idle stack."""
+    idle stack. With ``--instructions``, each server again under callgrind once the loops
+    stopped (one api at a time: chDB allows one process per store)."""
     from medialog.config import Settings
     from medialog.embedded.stack import EmbeddedStack
 
@@ -524,18 +650,14 @@ async def api_alone(args: argparse.Namespace, data_dir: Path, ports: dict[str, i
         settings = Settings.from_env(**stack.settings_overrides(), api_host="127.0.0.1",
                                      api_port=ports["api"])
         with contextlib.ExitStack() as up:
-            def start(argv: list[str], tag: str, env: dict[str, str] | None = None) -> Any:
+            def start(tag: str) -> Any:
+                argv, env = server(tag, ports[tag], settings)
                 return up.enter_context(process(argv, f"{url[tag]}/health/ready",
                                                 data_dir / f"{tag}.log", env))
 
-            api_proc = await asyncio.to_thread(
-                start, [sys.executable, "-m", "medialog", "run", "--roles", "api"], "api",
-                settings.as_env())
-            raw_proc = await asyncio.to_thread(
-                start, [sys.executable, __file__, "--serve-baseline", str(ports["raw"])], "raw")
-            floor_proc = await asyncio.to_thread(
-                start, [sys.executable, __file__, "--serve-floor", str(ports["floor"])], "floor",
-                settings.as_env())
+            api_proc = await asyncio.to_thread(start, "api")
+            raw_proc = await asyncio.to_thread(start, "raw")
+            floor_proc = await asyncio.to_thread(start, "floor")
             pids = {pid: name(pid) for pid in ({os.getpid()} | descendants(api_proc.pid)
                                                 | {p for p in stack.pids().values() if p})}
             pids[raw_proc.pid] = "bare server"
@@ -546,7 +668,13 @@ async def api_alone(args: argparse.Namespace, data_dir: Path, ports: dict[str, i
                     for tag in LOOPS if n % 2 == 0 else LOOPS[::-1]:
                         loops[tag].append(await measured_loop(
                             http, load.url(url[tag]), load.headers_of, pids, args, f"{tag}{n}"))
-    return {tag: pooled(runs) for tag, runs in loops.items()} | {"rounds": loops}
+        counted = {}
+        for tag in LOOPS if args.instructions else ():
+            port = free_port()
+            counted[tag] = await instructions(args, data_dir, tag, *server(tag, port, settings),
+                                              port, load)
+    return ({tag: pooled(runs) for tag, runs in loops.items()} | {"rounds": loops}
+            | ({"instructions": counted} if counted else {}))
 
 
 async def folded(args: argparse.Namespace, data_dir: Path, assets: list[str],
@@ -575,8 +703,7 @@ def round_ratios(second: dict[str, Any], top: str, bottom: str) -> tuple[float, 
     return sorted(ratios)[len(ratios) // 2], ", ".join(f"{r:.2f}" for r in ratios)
 
 
-def report(first: dict[str, Any], second: dict[str, Any], args: argparse.Namespace) -> float:
-    lag, system = first["lag"], first["system"]
+def lag_report(lag: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"lag, 202 → counted view visible in PostgreSQL (poll {args.poll_ms} ms): offered "
           f"{lag['offered']:.0f}/s, achieved {lag['achieved']:.0f}/s, visible "
           f"{lag['visible']}/{lag['acked']}, errors {lag['errors']}")
@@ -585,6 +712,29 @@ def report(first: dict[str, Any], second: dict[str, Any], args: argparse.Namespa
     if lag["achieved"] < 0.95 * lag["offered"]:
         print("  saturated: the system accepted less than offered, so this is the lag at the "
               "achieved rate")
+
+
+def instructions_report(counted: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    """Instructions per 202 of each server under callgrind, and the api's over the others'."""
+    print(f"instructions per 202 under callgrind, each server alone: {args.instructions} "
+          f"requests, {args.instructions_concurrency} concurrent, after {INSTRUCTIONS_WARMUP} "
+          f"uncounted")
+    for what, tag in (("raw baseline (bare aiohttp 202)", "raw"),
+                      ("floor: bare handler + one acks=all append", "floor"),
+                      ("ingest: api role (JWT, acks=all)", "api")):
+        c = counted[tag]
+        print(f"  {what:44s} {c['per_202'] / 1e6:8.3f} M instr/202   ({c['total'] / 1e6:.0f} M "
+              f"in all, {c['elapsed']:.0f} s)")
+    per = {tag: c["per_202"] for tag, c in counted.items()}
+    print(f"  instructions ingest / raw: {per['api'] / per['raw']:.3f}; ingest / floor: "
+          f"{per['api'] / per['floor']:.3f}; floor / raw: {per['floor'] / per['raw']:.3f}")
+
+
+def report(first: dict[str, Any] | None, second: dict[str, Any],
+           args: argparse.Namespace) -> float:
+    """Print every figure (phase 1's only if it ran); the ratio ingest ÷ raw."""
+    if first is not None:
+        lag_report(first["lag"], args)
     print(f"closed loops: {args.concurrency} concurrent requests, {args.duration:g} s each; "
           f"{', '.join(LOOPS)} take turns for {args.rounds} rounds (the order reversed in odd "
           f"rounds); ratios are the median round's")
@@ -600,14 +750,19 @@ def report(first: dict[str, Any], second: dict[str, Any], args: argparse.Namespa
                                "floor")):
         median, rounds = round_ratios(second, top, bottom)
         print(f"  ratio {what}: {median:.2f}; rounds: {rounds}")
-    print(closed_loop_line("whole system (projections folding meanwhile)", system))
-    print(cores_line(system))
-    print(f"  ratio whole system / raw: {system['rate'] / second['raw']['rate']:.2f}")
+    if first is not None:
+        system = first["system"]
+        print(closed_loop_line("whole system (projections folding meanwhile)", system))
+        print(cores_line(system))
+        print(f"  ratio whole system / raw: {system['rate'] / second['raw']['rate']:.2f}")
+    if "instructions" in second:
+        instructions_report(second["instructions"], args)
     return ratio
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> int:
-    """The three phases on ``data_dir``; 0 if the ratio meets the goal and nothing is lost."""
+    """The three phases on ``data_dir`` (phase 2 alone with ``--ratio-only``); 0 if the ratio
+    meets the goal and nothing is lost."""
     ports = {tag: free_port() for tag in LOOPS}
     dev_args = dev_argv(data_dir, ports["api"])
     api = f"http://127.0.0.1:{ports['api']}"
@@ -618,7 +773,11 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
         first = asyncio.run(whole_system(args, data_dir, dev.pid, api, load))
     second = asyncio.run(api_alone(args, data_dir, ports, load))
     ratio = report(first, second, args)
-    accepted_s = 4.0 * sum(r["accepted"] for r in (first["system"], second["api"]))
+    if first is None:
+        return 0 if ratio >= GOAL_RATIO else 1
+    callgrind_api = [second["instructions"]["api"]] if "instructions" in second else []
+    accepted_s = 4.0 * sum(r["accepted"] for r in (first["system"], second["api"],
+                                                    *callgrind_api))
     expected_s = 12.0 * first["lag"]["acked"] + accepted_s
     with process(dev_args, ready, data_dir / "dev.log"):
         views, watched = asyncio.run(folded(args, data_dir, load.assets, expected_s))
@@ -641,6 +800,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=int, default=20)
     parser.add_argument("--settle", type=float, default=120.0,
                         help="at most this long for the projections to fold every report")
+    parser.add_argument("--instructions", type=int, default=0, metavar="N",
+                        help="also count, under callgrind, the instructions each of raw, floor "
+                             "and api executes per 202 over N requests (0: off; slow)")
+    parser.add_argument("--instructions-concurrency", type=int, default=1,
+                        help="requests at once while counting instructions (above 1, how many "
+                             "share a produce batch, and so the counts, vary from run to run)")
+    parser.add_argument("--ratio-only", action="store_true",
+                        help="phase 2 alone: skip the whole-system lag and loop and the "
+                             "nothing-lost check")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the temporary data directory (logs) for inspection")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -656,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     args.lag_duration = min(max(args.lag_duration, 1.0), 60.0)
     args.concurrency = min(max(args.concurrency, 1), 512)
     args.rounds = min(max(args.rounds, 1), 9)
+    args.instructions = min(max(args.instructions, 0), 100_000)
+    args.instructions_concurrency = min(max(args.instructions_concurrency, 1), 512)
 
     with temporary_data_dir("medialog-bench-", args.keep_data) as data_dir:
         return run(args, data_dir)
