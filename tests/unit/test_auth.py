@@ -849,3 +849,23 @@ async def test_cached_remote_token_stops_when_its_key_leaves_the_jwks(
     clock.advance(21)  # JWKS expired: the next use of the kid refetches and A is gone
     await refused(verifier, token, "TOKEN_UNKNOWN_KEY")
     assert jwks_server.hits == 2
+
+
+async def test_remembered_answers_without_io_only_what_verify_would_from_its_cache(
+    jwks_server: JwksServer, http: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock()
+    verifier = cached_verifier(clock=clock)
+    rs, hs = rs256(claims(sub="rs")), hs256(claims(sub="hs"))
+    assert verifier.remembered(rs) is None and verifier.remembered(hs) is None  # never verified
+    for token in (rs, hs):
+        who = await verifier.verify(token)
+        assert verifier.remembered(token) == who
+    head, body, _ = rs.split(".")
+    assert verifier.remembered(f"{head}.{body}.") is None  # another signature: another token
+    clock.advance(60)
+    assert verifier.remembered(rs) is None and verifier.remembered(hs) is None  # deadline
+    remote = remote_verifier(jwks_server.url, http, FakeClock())
+    token = rs256(claims())
+    await remote.verify(token)
+    assert remote.remembered(token) is None  # a remote key may have left the JWKS: verify asks

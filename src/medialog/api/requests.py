@@ -84,7 +84,9 @@ async def principal(request: web.Request) -> Principal:
 
 async def _verify(request: web.Request) -> Principal:
     token = bearer_token(request.headers.get("Authorization"))
-    request[_PRINCIPAL] = who = await request.app[keys.VERIFIER].verify(token)
+    verifier = request.app[keys.VERIFIER]
+    who = verifier.remembered(token)
+    request[_PRINCIPAL] = who = await verifier.verify(token) if who is None else who
     return who
 
 

@@ -32,6 +32,8 @@ Contracts:
   JWKS expiry, refetch) to the very key that verified it, so a key dropped from the JWKS stops
   its tokens as before. Everything else a verification checks depends only on the token's
   bytes and the clock, so a remembered answer is the answer a full verification would give.
+  ``remembered(token)`` gives it without a coroutine when no key lookup can change it (HS256,
+  or a local key), else None: then ``verify`` decides.
 """
 
 from __future__ import annotations
@@ -216,15 +218,32 @@ class TokenVerifier:
                 self._cache.popitem(last=False)
         return principal
 
+    def remembered(self, token: str) -> Principal | None:
+        """``verify``'s answer for a token it remembers, when giving it needs no I/O (an HS256
+        token, or an RS256 one whose kid names the same local key): else None, and ``verify``
+        decides. Why: a player reports every few seconds with one token; no coroutine for it."""
+        if not self._cache_size or not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+            return None
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        hit = self._cache.get(digest)
+        if hit is None or not self._in_time(hit):
+            return None
+        if hit.kid is not None and self._local_keys.get(hit.kid) is not hit.key:
+            return None
+        self._cache.move_to_end(digest)
+        return hit.principal
+
+    def _in_time(self, hit: _Verified) -> bool:
+        return self._clock() < hit.valid_until and self._wall_clock() < hit.exp
+
     async def _still_valid(self, hit: _Verified) -> bool:
         """Whether a remembered verification still holds: in time, and (RS256) its kid still
         names the key that verified it. May raise what the key lookup raises, as uncached."""
-        if self._clock() >= hit.valid_until or self._wall_clock() >= hit.exp:
+        if not self._in_time(hit):
             return False
         if hit.kid is None:  # HS256: the one configured secret
             return True
-        local = self._local_keys.get(hit.kid)  # looked up first, as ``_rsa_key`` does
-        return (local if local is not None else await self._rsa_key(hit.kid)) is hit.key
+        return await self._rsa_key(hit.kid) is hit.key
 
     async def _verify(
         self, token: str
