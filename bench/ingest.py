@@ -36,9 +36,10 @@ client in this process, in three phases:
    INSTRUCTIONS (``--instructions N``, off by default): once those loops stopped, on the same
    stack, each of raw, floor and api again, one at a time, started as before but under
    valgrind's callgrind: after ``INSTRUCTIONS_WARMUP`` uncounted requests, exactly N counted
-   ones at ``--instructions-concurrency``, every one a 202; the instructions its process
-   executed per 202, and ingest ÷ raw, ingest ÷ floor of those. Unlike the rates, these hardly
-   depend on the machine's speed or load, so two runs tell a change of a few percent. One
+   ones at ``--instructions-concurrency``, every one a 202; the instructions its main thread
+   (the event loop's) executed per 202, and ingest ÷ raw, ingest ÷ floor of those. Unlike the
+   rates, these hardly depend on the machine's speed or load, so two runs tell a change of a
+   few percent. One
    request at a time by default: each report is then a produce batch of its own, whereas with
    more in flight how many share a batch depends on timing (the linger), and a batch's cost is
    a large part of a report's (its lz4 compression zeroes a 256 KiB buffer, which callgrind
@@ -418,9 +419,10 @@ QUIET_S = 1.0  # between the counted requests and a switch, so that no request's
 
 
 def under_callgrind(argv: list[str], out: Path) -> list[str]:
-    """``argv`` under callgrind, counting nothing until ``callgrind_control --instr=on``; its
-    dumps go to ``out``.<pid> (at exit) and ``out``.<pid>.<n> (the n-th requested)."""
-    return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+    """``argv`` under callgrind, counting nothing until ``callgrind_control --instr=on``, each
+    thread apart; its dumps go to ``out``.<pid>-<thread> (at exit) and
+    ``out``.<pid>.<n>-<thread> (the n-th requested)."""
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
             f"--callgrind-out-file={out}.%p", *argv]
 
 
@@ -436,9 +438,12 @@ async def callgrind_control(pid: int, option: str) -> None:
 
 
 def callgrind_total(out: Path, pid: int) -> int:
-    """The instructions (``Ir``) process ``pid`` executed while instrumented: the sum of the
-    ``totals:`` of its dumps, each of which counts from the one before."""
-    dumps = [out.with_name(f"{out.name}.{pid}"), *out.parent.glob(f"{out.name}.{pid}.*")]
+    """The instructions (``Ir``) the main thread of process ``pid`` (the event loop's: every
+    request and every append runs there) executed while instrumented: the sum of the
+    ``totals:`` of its dumps, each of which counts from the one before. The other threads are
+    left out: the api's in-process ClickHouse (chDB) works in threads of its own, on its own
+    clock, whatever the requests."""
+    dumps = [out.with_name(f"{out.name}.{pid}-01"), *out.parent.glob(f"{out.name}.{pid}.*-01")]
     return sum(int(line.split()[1]) for dump in dumps if dump.exists()
                for line in dump.read_text(errors="replace").splitlines()
                if line.startswith("totals:"))
@@ -716,9 +721,9 @@ def lag_report(lag: dict[str, Any], args: argparse.Namespace) -> None:
 
 def instructions_report(counted: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     """Instructions per 202 of each server under callgrind, and the api's over the others'."""
-    print(f"instructions per 202 under callgrind, each server alone: {args.instructions} "
-          f"requests, {args.instructions_concurrency} concurrent, after {INSTRUCTIONS_WARMUP} "
-          f"uncounted")
+    print(f"instructions per 202 under callgrind (main thread), each server alone: "
+          f"{args.instructions} requests, {args.instructions_concurrency} concurrent, after "
+          f"{INSTRUCTIONS_WARMUP} uncounted")
     for what, tag in (("raw baseline (bare aiohttp 202)", "raw"),
                       ("floor: bare handler + one acks=all append", "floor"),
                       ("ingest: api role (JWT, acks=all)", "api")):
