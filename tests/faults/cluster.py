@@ -8,7 +8,10 @@ the test itself so that any one of them can be SIGKILLed and started again.
 
 ``kill(target)`` SIGKILLs a target's whole process tree at once (a PostgreSQL backend, or an
 ffmpeg of the transcoder, dies with its parent, as when a machine or container dies), and
-``restart(target)`` starts it again on the same ports and data and returns once it answers."""
+``restart(target)`` starts it again on the same ports and data and returns once it answers.
+``freeze(target)`` SIGSTOPs the tree instead (a process that hangs: a long collector pause, an
+overloaded host, a network partition that heals) and ``thaw(target)`` lets it go on where it
+stopped."""
 
 from __future__ import annotations
 
@@ -48,17 +51,27 @@ def _children() -> dict[int, list[int]]:
     return children
 
 
-def kill_tree(pid: int) -> list[int]:
-    """SIGKILL ``pid`` and all its descendants, stopped first so that none reacts to another's
-    death; returns the pids killed."""
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
     children, tree, i = _children(), [pid], 0
     while i < len(tree):
         tree += children.get(tree[i], [])
         i += 1
-    for sig in (signal.SIGSTOP, signal.SIGKILL):
-        for member in tree:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(member, sig)
+    return tree
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL ``pid`` and all its descendants, stopped first so that none reacts to another's
+    death; returns the pids killed."""
+    tree = _tree(pid)
+    _signal(tree, signal.SIGSTOP)
+    _signal(tree, signal.SIGKILL)
     return tree
 
 
@@ -99,7 +112,9 @@ class FaultStack:
         self.roles: ManagedProcess | None = None
         self.api_port = self.roles_port = 0
         self.logs = data_dir / "logs"
-        self._killed: list[int] = []  # the last kill's process tree
+        # (target, node) → the process tree killed or frozen there
+        self._killed: dict[tuple[str, int], list[int]] = {}
+        self._frozen: dict[tuple[str, int], list[int]] = {}
 
     @property
     def base_url(self) -> str:
@@ -154,6 +169,24 @@ class FaultStack:
     def kill(self, target: str, node: int = 0) -> str:
         """SIGKILL ``target`` (one of ``TARGETS``; ``node``: which Kafka node, 0-based) and
         return what was killed."""
+        pid, label = self._pid(target, node)
+        self._killed[target, node] = kill_tree(pid)
+        return label
+
+    def freeze(self, target: str, node: int = 0) -> str:
+        """SIGSTOP ``target``'s process tree (as ``kill`` names it) and return what was
+        frozen."""
+        pid, label = self._pid(target, node)
+        self._frozen[target, node] = tree = _tree(pid)
+        _signal(tree, signal.SIGSTOP)
+        return label
+
+    def thaw(self, target: str, node: int = 0) -> None:
+        """SIGCONT what :meth:`freeze` stopped."""
+        _signal(self._frozen.pop((target, node)), signal.SIGCONT)
+
+    def _pid(self, target: str, node: int) -> tuple[int, str]:
+        """The pid at the root of ``target``'s process tree, and a label for it."""
         if target in ("api", "roles"):
             pid = self.process(target).pid
             label = target
@@ -169,12 +202,11 @@ class FaultStack:
             pid = self.stack.seaweedfs.pid
             label = target
         assert pid is not None, f"{label} is not running"
-        self._killed = kill_tree(pid)
-        return label
+        return pid, label
 
     async def restart(self, target: str, node: int = 0) -> None:
         """Start ``target`` again after :meth:`kill`, once every process it had is gone."""
-        await _gone(self._killed)
+        await _gone(self._killed.pop((target, node)))
         if target in ("api", "roles"):
             await self.process(target).wait()  # reaped: it may start again
             await self._start(target)
@@ -204,6 +236,8 @@ class FaultStack:
         return proc.returncode, out.decode(errors="replace")
 
     async def stop(self) -> None:
+        for target, node in list(self._frozen):  # a test that failed while something hung
+            self.thaw(target, node)
         for proc in (self.api, self.roles):
             if proc is not None:
                 await proc.stop()

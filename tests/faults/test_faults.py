@@ -6,9 +6,12 @@ The system (``cluster.FaultStack``) is the embedded services with a three-node K
 (``load``): a flood of view reports from many sessions, signed in and anonymous; likes and
 unlikes by many users; uploads of short clips through transcode. Meanwhile a seeded generator
 kills the api, the roles process, a Kafka node, PostgreSQL and SeaweedFS (each at least once,
-in a random order, plus ``EXTRA_KILLS`` random ones), each after a random pause, and starts it
-again after a random delay. The seed is printed; ``MEDIALOG_FAULTS_SEED=<seed>`` replays the
-same kills, order and load choices (the timings of a run cannot be replayed exactly).
+in a random order), each after a random pause, and starts it again after a random delay. Then,
+in a random order: ``EXTRA_KILLS`` random kills; ``FREEZES`` random targets hung (SIGSTOP) for
+a while, then let go on; and ``OVERLAPS`` kills of a second target while a first is still
+down (started again services first). The seed is printed; ``MEDIALOG_FAULTS_SEED=<seed>``
+replays the same faults, order and load choices (the timings of a run cannot be replayed
+exactly).
 
 Once the load has ended and the system converged, it asserts exactly:
 
@@ -20,7 +23,8 @@ Once the load has ended and the system converged, it asserts exactly:
   read models runs 1…n without a gap;
 * ``medialog verify`` finds the read models equal to a fresh fold of the log;
 
-and prints one summary line: the kills per target, the requests sent, accepted and refused,
+and prints one summary line: the kills and freezes per target, the requests sent, accepted and
+refused,
 events lost (0) and double counts (0)."""
 
 from __future__ import annotations
@@ -59,8 +63,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 BROKERS = int(os.environ.get("MEDIALOG_FAULTS_BROKERS", "3"))
 EXTRA_KILLS = 2  # after one kill of each target
-PAUSE_S = (2.0, 6.0)  # before each kill
+FREEZES = 2
+OVERLAPS = 1
+PAUSE_S = (2.0, 6.0)  # before each fault
 DOWN_S = (0.5, 4.0)  # from a kill to the restart
+FROZEN_S = (1.0, 6.0)  # from a freeze to the thaw
+BETWEEN_S = (0.2, 2.0)  # from an overlap's first kill to its second
+RESTART_ORDER = ("kafka", "postgres", "seaweedfs", "roles", "api")  # what the others need first
 PLAYERS = 8  # concurrent view reporters
 FANS = 12  # users liking and unliking
 UPLOADS = 6  # started at random moments of the faults (besides the two the load plays)
@@ -109,6 +118,7 @@ async def _run(system: FaultStack, seed: int, media: bytes,
     ledger, views = Ledger(), Views()
     liked: dict[tuple[str, str], bool | None] = {}
     kills: collections.Counter[str] = collections.Counter()
+    freezes: collections.Counter[str] = collections.Counter()
     creator = system.token("fault-creator", "creator")
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -132,7 +142,7 @@ async def _run(system: FaultStack, seed: int, media: bytes,
                                                   media, rng.uniform(0, UPLOADS_WITHIN_S)))
                    for i in range(UPLOADS)]
         began = time.monotonic()
-        await _chaos(system, rng, kills)
+        await _chaos(system, rng, kills, freezes)
         chaos_s = time.monotonic() - began
         stop.set()
         client.deadline = time.monotonic() + SETTLE_S
@@ -143,7 +153,8 @@ async def _run(system: FaultStack, seed: int, media: bytes,
         failures = await _failures(system, list(statuses))
 
     summary = (
-        f"seed {seed}: kills {dict(sorted(kills.items()))} in {chaos_s:.0f}s; requests sent "
+        f"seed {seed}: kills {dict(sorted(kills.items()))}, freezes "
+        f"{dict(sorted(freezes.items()))} in {chaos_s:.0f}s; requests sent "
         f"{ledger.sent}, accepted {ledger.accepted}, refused {ledger.refused} "
         f"({dict(ledger.answers.most_common())}); view reports accepted {len(views.accepted)}, "
         f"abandoned {len(views.abandoned)}; like states known "
@@ -174,7 +185,8 @@ async def _run(system: FaultStack, seed: int, media: bytes,
     found += await checks.clickhouse(system, assets, views, log_ids)
     code, out = await system.run("verify", "all")
     with capsys.disabled():
-        print(f"fault suite: kills {', '.join(f'{t} {kills[t]}' for t in TARGETS)}; requests "
+        print(f"fault suite: kills {', '.join(f'{t} {kills[t]}' for t in TARGETS)}; freezes "
+              f"{', '.join(f'{t} {n}' for t, n in sorted(freezes.items())) or 'none'}; requests "
               f"sent {ledger.sent}, accepted {ledger.accepted}, refused {ledger.refused}; "
               f"events lost {found.count('lost')}; double counts {found.count('double')}; "
               f"refused but counted {found.count('ghost')} (seed {seed})")
@@ -188,22 +200,39 @@ async def _upload_at(client: Client, http: aiohttp.ClientSession, token: str, ke
     return await upload(client, http, token, key, media)
 
 
-async def _chaos(system: FaultStack, rng: random.Random,
-                 kills: collections.Counter[str]) -> None:
-    """Kill each target once in a random order, then ``EXTRA_KILLS`` random ones; each after a
-    random pause, started again after a random delay."""
-    plan = list(TARGETS)
+async def _chaos(system: FaultStack, rng: random.Random, kills: collections.Counter[str],
+                 freezes: collections.Counter[str]) -> None:
+    """Kill each target once in a random order; then the other faults (module docstring) in a
+    random order. Each fault after a random pause; what was killed is started again after a
+    random delay, what was frozen let go on."""
+    plan: list[tuple[str, ...]] = [("kill", target) for target in TARGETS]
     rng.shuffle(plan)
-    plan += [rng.choice(TARGETS) for _ in range(EXTRA_KILLS)]
-    for target in plan:
+    others: list[tuple[str, ...]] = [("kill", rng.choice(TARGETS)) for _ in range(EXTRA_KILLS)]
+    others += [("freeze", rng.choice(TARGETS)) for _ in range(FREEZES)]
+    others += [("kill", *rng.sample(TARGETS, 2)) for _ in range(OVERLAPS)]
+    rng.shuffle(others)
+    for action, *targets in plan + others:
         await asyncio.sleep(rng.uniform(*PAUSE_S))
-        node = rng.randrange(BROKERS) if target == "kafka" else 0
-        label = system.kill(target, node)
-        kills[target] += 1
+        hit = [(target, rng.randrange(BROKERS) if target == "kafka" else 0)
+               for target in targets]
+        if action == "freeze":
+            label = system.freeze(*hit[0])
+            freezes[hit[0][0]] += 1
+            frozen = rng.uniform(*FROZEN_S)
+            print(f"  froze {label}; letting it go on in {frozen:.1f}s")
+            await asyncio.sleep(frozen)
+            system.thaw(*hit[0])
+            continue
+        for n, (target, node) in enumerate(hit):
+            if n:
+                await asyncio.sleep(rng.uniform(*BETWEEN_S))
+            print(f"  killed {system.kill(target, node)}")
+            kills[target] += 1
         down = rng.uniform(*DOWN_S)
-        print(f"  killed {label}; starting it again in {down:.1f}s")
+        print(f"  starting {', '.join(t for t, _ in hit)} again in {down:.1f}s")
         await asyncio.sleep(down)
-        await system.restart(target, node)
+        for target, node in sorted(hit, key=lambda h: RESTART_ORDER.index(h[0])):
+            await system.restart(target, node)
 
 
 async def _terminal(client: Client, token: str, asset: str, timeout: float) -> str:
