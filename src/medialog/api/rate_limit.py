@@ -64,6 +64,7 @@ MEMORY: Final = "memory://"
 _READS: Final = frozenset({"GET", "HEAD"})
 _STORAGE_WARNING_EVERY_S: Final = 60.0
 
+
 def route_class(method: str, path: str, unlimited: frozenset[str] = frozenset()
                 ) -> RouteClass | None:
     """The class of a request to ``path`` (a route's canonical path, ``{asset_id}`` and all),

@@ -86,7 +86,9 @@ async def _verify(request: web.Request) -> Principal:
     token = bearer_token(request.headers.get("Authorization"))
     verifier = request.app[keys.VERIFIER]
     who = verifier.remembered(token)
-    request[_PRINCIPAL] = who = await verifier.verify(token) if who is None else who
+    if who is None:
+        who = await verifier.verify(token)
+    request[_PRINCIPAL] = who
     return who
 
 
