@@ -223,6 +223,11 @@ class FakePool:
 
 
 class FakeVerifier:
+    """Takes every token for alice's (``TokenVerifier``'s two entry points)."""
+
+    def remembered(self, _token: str) -> Principal | None:
+        return None
+
     async def verify(self, _token: str) -> Principal:
         return Principal(user_id="alice", roles=frozenset({"viewer"}))
 
