@@ -24,8 +24,7 @@ Once the load has ended and the system converged, it asserts exactly:
 * ``medialog verify`` finds the read models equal to a fresh fold of the log;
 
 and prints one summary line: the kills and freezes per target, the requests sent, accepted and
-refused,
-events lost (0) and double counts (0)."""
+refused, events lost (0) and double counts (0)."""
 
 from __future__ import annotations
 
