@@ -75,8 +75,9 @@ def kill_tree(pid: int) -> list[int]:
     return tree
 
 
-async def _gone(pids: list[int], timeout: float = 30.0) -> None:
-    """Return once none of ``pids`` is alive (a zombie counts as gone)."""
+async def gone(pids: list[int], timeout: float = 30.0) -> None:
+    """Return once none of ``pids`` is alive (a zombie counts as gone: it has exited, and waits
+    for whatever adopted it, as a detached PostgreSQL does); RuntimeError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         alive = []
@@ -87,7 +88,7 @@ async def _gone(pids: list[int], timeout: float = 30.0) -> None:
         if not alive:
             return
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"processes {pids} outlived SIGKILL for {timeout:.0f}s")
+    raise RuntimeError(f"processes {alive} still running after {timeout:.0f}s")
 
 
 async def _answers(url: str) -> bool:
@@ -206,7 +207,7 @@ class FaultStack:
 
     async def restart(self, target: str, node: int = 0) -> None:
         """Start ``target`` again after :meth:`kill`, once every process it had is gone."""
-        await _gone(self._killed.pop((target, node)))
+        await gone(self._killed.pop((target, node)))
         if target in ("api", "roles"):
             await self.process(target).wait()  # reaped: it may start again
             await self._start(target)

@@ -29,6 +29,7 @@ from botocore.config import Config
 from medialog.config import Settings
 from medialog.embedded.processes import EmbeddedError
 from medialog.embedded.stack import EmbeddedStack
+from tests.faults.cluster import gone
 
 pytestmark = pytest.mark.integration
 
@@ -213,7 +214,7 @@ async def test_restart_keeps_data(stack: EmbeddedStack) -> None:
         assert len(pids) == 3
     finally:
         await again.stop()
-    assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")]  # all stopped
+    await gone(pids, timeout=10)  # all stopped: pg_ctl's wait ends as the server exits
 
 
 async def test_starts_from_a_private_parent() -> None:
