@@ -144,6 +144,14 @@ class Spent(NamedTuple):
     reset_s: int
 
 
+def _spent(limit: Limit, count: int, reset_at: float, now: float) -> Spent:
+    """A hit's outcome: the window's ``count`` so far (this hit included), ending at
+    ``reset_at`` (wall clock)."""
+    amount = limit.item.amount
+    return Spent(limit, count <= amount, max(0, amount - count),
+                 max(0, math.ceil(reset_at - now)))
+
+
 class RateLimits:
     """The limit of each route class (and of ``view_sessions``) and the counters they are spent
     from."""
@@ -181,26 +189,18 @@ class RateLimits:
         return self.limits.get(name) if name else None
 
     def hit_memory(self, limit: Limit, caller: str) -> Spent:
-        """``hit`` on ``memory://``, without a coroutine: the hot path's way."""
+        """Spend one unit of ``caller``'s budget for ``limit`` on ``memory://``, without a
+        coroutine: the hot path's way."""
         assert self.memory is not None
         now = time.time()
-        count, reset_at = self.memory.hit(limit.key_prefix + caller, limit.window_s, now)
-        amount = limit.item.amount
-        return Spent(limit, count <= amount, max(0, amount - count),
-                     max(0, math.ceil(reset_at - now)))
+        return _spent(limit, *self.memory.hit(limit.key_prefix + caller, limit.window_s, now),
+                      now)
 
-    async def hit(self, limit: Limit, caller: str) -> Spent | None:
-        """Spend one unit of ``caller``'s budget for ``limit``; None when the storage failed."""
-        if self.memory is not None:
-            return self.hit_memory(limit, caller)
+    async def hit_shared(self, limit: Limit, caller: str) -> Spent | None:
+        """``hit_memory`` on the shared storage; None when it failed."""
         now = time.time()
         shared = await self._shared_hit(limit.key_prefix + caller, limit.window_s)
-        if shared is None:
-            return None
-        count, reset_at = shared
-        amount = limit.item.amount
-        return Spent(limit, count <= amount, max(0, amount - count),
-                     max(0, math.ceil(reset_at - now)))
+        return None if shared is None else _spent(limit, *shared, now)
 
     async def _shared_hit(self, key: str, window_s: int) -> tuple[int, float] | None:
         assert self.storage is not None
@@ -268,7 +268,7 @@ async def spend(request: web.Request, name: LimitName, key: str) -> web.Response
     if limit is None or limits is None:
         return None
     spent = (limits.hit_memory(limit, key) if limits.memory is not None
-             else await limits.hit(limit, key))
+             else await limits.hit_shared(limit, key))
     if spent is None:
         return None
     current = request.get(_SPENT)  # admit's, when the route's class is limited
@@ -289,7 +289,7 @@ async def admit(request: web.Request) -> web.Response | None:
     who = await verified_principal(request)
     caller = f"addr:{client_address(request)}" if who is None else f"user:{who.user_id}"
     spent = (limits.hit_memory(limit, caller) if limits.memory is not None
-             else await limits.hit(limit, caller))
+             else await limits.hit_shared(limit, caller))
     if spent is None:
         return None
     if not spent.allowed:
