@@ -8,7 +8,8 @@ A client here behaves as a careful real one does, and as the api documents:
   may still land) or any other 5xx;
 * a 2xx means accepted, a 4xx refused;
 * ``503 DB_UNAVAILABLE`` on a view report means nothing was written (the asset lookup comes
-  before the append): some reports are abandoned there, on purpose, and must never be counted.
+  before the append) by that try: some reports are abandoned there, on purpose, when no
+  earlier try of theirs can have been written, and must never be counted.
 
 Every outcome goes into a :class:`Ledger`, which the test then holds the read models to."""
 
@@ -96,7 +97,9 @@ class Client:
                        key: str | None = None, body: Any = None, prefer: str | None = None,
                        abandon: Iterable[str] = ()) -> Answer:
         """Retry ``path`` (same key) until a definite answer: 2xx, 4xx, or a 503 whose code is
-        in ``abandon``. Past the deadline: ``Answer(0, …)``."""
+        in ``abandon`` while no earlier try could have been written (such a 503 speaks of its
+        own try only: once one went unanswered, or got a 5xx that says nothing, only a 2xx or
+        4xx tells). Past the deadline: ``Answer(0, …)``."""
         headers = {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -111,6 +114,7 @@ class Client:
                 if answer.status == 429:  # the suite's limits are out of reach: a defect
                     self.ledger.unexpected.append(f"{method} {path}: 429")
                 return answer
+            give_up = frozenset()  # this try may have been written
             if time.monotonic() > self.deadline:
                 self.ledger.unresolved.append(f"{method} {path} key={key}")
                 return Answer(0, None, None)
